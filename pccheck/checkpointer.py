@@ -1,0 +1,231 @@
+"""The pccheck checkpointer: training waits only for a copy into staging memory; the C++ core writes,
+checksums and commits in the background, and recovery returns the newest checkpoint that verifies.
+
+One preallocated file per writer: `<directory>/pccheck.ckpt` (see docs/format.md).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+
+from . import _core, payload
+from .checkpointing import Loaded
+from .errors import CheckpointError
+from .staging import StagedCopier
+
+log = logging.getLogger(__name__)
+FILE_NAME = "pccheck.ckpt"
+_HEADROOM = 1 << 20  # room for the JSON part of the state to grow between saves
+
+
+class PendingCheckpoint:
+    """Handle of one save: durable once its commit record is on stable storage."""
+
+    def __init__(self, store: Optional[_core.Store], seq: Optional[int], step: int) -> None:
+        self._store = store
+        self.seq = seq
+        self.step = step
+        self.outcome = "pending" if seq is not None else "skipped"
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """True once committed (or dropped because a newer one committed first); raises if the write failed."""
+        if self.outcome == "pending":
+            try:
+                self.outcome = self._store.wait(self.seq, timeout)  # type: ignore[union-attr]
+            except _core.CoreError as exc:
+                self.outcome = "failed"
+                raise CheckpointError(f"checkpoint at step {self.step} failed: {exc}") from None
+        return self.outcome in ("committed", "dropped")
+
+    def done(self) -> bool:
+        if self.outcome == "pending":
+            self.wait(0)
+        return self.outcome != "pending"
+
+
+class Checkpointer:
+    """save(step, state) returns once the state may change again; wait() until durable; load_latest() to resume.
+
+    Knobs: `max_async` checkpoints in flight, `keep` committed ones never overwritten, `threads` writers,
+    `chunk_size` bytes per write and checksum, `memory_budget` bytes of staging (default: one state, so a
+    snapshot never waits for the disk), `durability` "fdatasync" or "direct" (O_DIRECT), `block` whether a
+    save beyond `max_async` waits (default) or is skipped.
+    """
+
+    def __init__(
+        self,
+        directory: Union[str, Path],
+        *,
+        max_async: int = 2,
+        keep: int = 2,
+        threads: int = 2,
+        chunk_size: int = 8 << 20,
+        memory_budget: Optional[int] = None,
+        durability: Optional[str] = None,
+        block: bool = True,
+        file_name: str = FILE_NAME,
+    ) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / file_name
+        self.max_async, self.keep, self.threads = max_async, keep, threads
+        self.chunk_size = chunk_size
+        self.memory_budget = memory_budget
+        self.durability = durability
+        self.block = block
+        self._store: Optional[_core.Store] = None
+        self._staged: Optional[StagedCopier] = None
+
+    # -- writing ---------------------------------------------------------------------------------
+    def prepare(self, state: Mapping[str, Any]) -> None:
+        """Creates and preallocates the checkpoint file for states like `state` (a full disk fails here)."""
+        if self._store is None:
+            self._open(payload.encode(state))
+
+    def _open(self, enc: payload.Encoded) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create checkpoint directory {self.directory}: {exc.strerror}") from None
+        slot_size = _round_up(enc.nbytes + len(enc.header) + _HEADROOM, 4096)
+        budget = self.memory_budget or _round_up(enc.nbytes, self.chunk_size)
+        kwargs: dict[str, Any] = dict(
+            slot_size=slot_size, max_async=self.max_async, keep=self.keep, chunk_size=self.chunk_size,
+            threads=self.threads, memory_budget=budget,
+        )
+        if self.durability:
+            kwargs["durability"] = self.durability
+        try:
+            self._store = _core.Store(str(self.path), **kwargs)
+        except _core.CoreError as exc:
+            raise CheckpointError(str(exc)) from None
+        except (ValueError, OSError) as exc:
+            raise CheckpointError(f"cannot open {self.path}: {exc}") from None
+        geometry = self._store.geometry
+        if geometry["max_async"] != self.max_async:
+            log.warning("%s was created with max_async=%d; using that", self.path, geometry["max_async"])
+
+    def save(self, step: int, state: Mapping[str, Any]) -> PendingCheckpoint:
+        enc = payload.encode(state)
+        if self._store is None:
+            self._open(enc)
+        store = self._store
+        assert store is not None
+        try:
+            seq = store.begin(step, enc.nbytes, False)
+            if seq is None and self.block:
+                log.info("checkpoint at step %d waits: %d checkpoints already in flight", step, self.max_async)
+                seq = store.begin(step, enc.nbytes, True)
+            if seq is None:
+                log.warning("checkpoint at step %d skipped: %d checkpoints already in flight", step, self.max_async)
+                return PendingCheckpoint(store, None, step)
+            if all(t.device.type == "cpu" for t in enc.tensors):
+                store.write_host(seq, enc.header, [(t.data_ptr(), t.nbytes) for t in enc.tensors if t.nbytes])
+            else:
+                if self._staged is None:
+                    self._staged = StagedCopier(store)
+                self._staged.copy(seq, enc)
+        except _core.CoreError as exc:
+            raise CheckpointError(f"checkpoint at step {step} failed: {exc}") from None
+        return PendingCheckpoint(store, seq, step)
+
+    def before_update(self) -> None:
+        if self._staged is not None:
+            self._staged.before_update()
+
+    def wait(self) -> None:
+        if self._store is None:
+            return
+        if self._staged is not None:
+            self._staged.drain()
+        try:
+            self._store.wait(None, None)
+        except _core.CoreError as exc:
+            raise CheckpointError(f"checkpoint failed: {exc}") from None
+
+    def last_committed_step(self) -> Optional[int]:
+        if self._store is not None:
+            latest = self._store.latest()
+            return None if latest is None else latest[1]
+        found = self._scan()
+        return None if found is None or found.get("latest") is None else _record(found, found["latest"])["step"]
+
+    def close(self) -> None:
+        if self._store is not None:
+            try:
+                self.wait()
+            finally:
+                if self._staged is not None:
+                    self._staged.close()
+                self._store.close()
+                self._store = None
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _scan(self) -> Optional[dict[str, Any]]:
+        if not self.path.exists():
+            return None
+        try:
+            return _core.scan(str(self.path), False)
+        except _core.CoreError as exc:
+            raise CheckpointError(f"{self.path} is not a usable pccheck file: {exc}") from None
+
+    def load_latest(self) -> Optional[Loaded]:
+        return load_checkpoint(self.path) if self.path.exists() else None
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def _record(scan: dict[str, Any], seq: int) -> dict[str, Any]:
+    return next(r for r in scan["records"] if r["seq"] == seq)
+
+
+def load_checkpoint(path: Union[str, Path], step: Optional[int] = None) -> Optional[Loaded]:
+    """The newest checkpoint in `path` (a pccheck file or its directory) whose record and payload verify.
+
+    With `step`, that checkpoint only. Every checkpoint skipped is logged with its reason; None when no
+    checkpoint verifies.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILE_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist or is not a file")
+    try:
+        scan = _core.scan(str(path), False)
+    except _core.CoreError as exc:
+        raise CheckpointError(f"{path} is not a usable pccheck file: {exc}") from None
+    candidates = sorted((r for r in scan["records"] if step is None or r["step"] == step), key=lambda r: -r["seq"])
+    for record in candidates:
+        if not record["valid"]:
+            log.warning("skipping checkpoint at step %d (seq %d) in %s: %s", record["step"], record["seq"], path, record["reason"])
+            continue
+        buf = bytearray(record["payload_len"])
+        try:
+            _core.read_payload(str(path), record["seq"], buf)
+            state = payload.decode(buf)
+        except (_core.CoreError, CheckpointError) as exc:
+            log.warning("skipping checkpoint at step %d (seq %d) in %s: %s", record["step"], record["seq"], path, exc)
+            continue
+        return Loaded(record["step"], state, f"{path}#seq={record['seq']}")
+    return None
+
+
+def load(path: Union[str, Path], step: Optional[int] = None) -> dict[str, Any]:
+    """The state of the newest valid checkpoint in `path` (any nested dict of tensors and plain values)."""
+    loaded = load_checkpoint(path, step)
+    if loaded is None:
+        what = f"at step {step}" if step is not None else "that verifies"
+        raise CheckpointError(f"no checkpoint {what} in {path}")
+    return loaded.state
+
+
+__all__ = ["Checkpointer", "PendingCheckpoint", "load", "load_checkpoint", "FILE_NAME"]

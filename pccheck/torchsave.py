@@ -1,0 +1,109 @@
+"""The baseline: torch.save + fsync + atomic rename, what most training scripts do (done durably).
+
+Files are `ckpt-<step>.pt` in the checkpoint directory; the newest `keep` are kept. Loading verifies the
+zip archive's own CRC32s (torch.load does not) and uses weights_only=True, so no pickle code can run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+
+from .checkpointing import DoneHandle, Loaded
+from .fsutil import fsync_dir
+
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"^ckpt-(\d{8,})\.pt$")
+
+
+def _checkpoint_name(step: int) -> str:
+    return f"ckpt-{step:08d}.pt"
+
+
+class TorchSaveCheckpointer:
+    def __init__(self, directory: Path, keep: int = 2) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.directory = Path(directory)
+        self.keep = keep
+        self._last: Optional[int] = None
+
+    def prepare(self, state: Mapping[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def save(self, step: int, state: Mapping[str, Any]) -> DoneHandle:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / _checkpoint_name(step)
+        tmp = self.directory / f".{final.name}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(dict(state), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            fsync_dir(self.directory)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._last = step
+        self._prune()
+        return DoneHandle(step)
+
+    def _prune(self) -> None:
+        for _, path in self._checkpoints()[self.keep :]:
+            path.unlink(missing_ok=True)
+        fsync_dir(self.directory)
+
+    def _checkpoints(self) -> list[tuple[int, Path]]:
+        """Committed checkpoints, newest first (temporary files are never candidates)."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            m = _NAME.match(path.name)
+            if m:
+                found.append((int(m.group(1)), path))
+        return sorted(found, reverse=True)
+
+    def before_update(self) -> None:
+        pass
+
+    def wait(self) -> None:
+        pass
+
+    def last_committed_step(self) -> Optional[int]:
+        if self._last is None:
+            newest = self._checkpoints()
+            return newest[0][0] if newest else None
+        return self._last
+
+    def load_latest(self) -> Optional[Loaded]:
+        for step, path in self._checkpoints():
+            problem = verify(path)
+            if problem is None:
+                try:
+                    state = torch.load(path, map_location="cpu", weights_only=True)
+                except Exception as exc:  # an unreadable file is skipped, never returned
+                    problem = f"torch.load failed: {exc}"
+                else:
+                    return Loaded(step, state, str(path))
+            log.warning("checkpoint %s is unusable (%s); trying the previous one", path, problem)
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def verify(path: Path) -> Optional[str]:
+    """None when the archive is complete and every member's CRC32 matches; else the reason."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        return f"not a complete checkpoint archive ({exc})"
+    return None if bad is None else f"checksum mismatch in archive member {bad}"

@@ -1,0 +1,313 @@
+"""pccheck-train: trains a GPT-style language model with pluggable checkpointing and bit-exact resume.
+
+Exit status: 0 all steps done; 75 stopped at a step boundary after a durable checkpoint (requeue me);
+2 a user error (one line on stderr); 1 any other failure.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from . import trainstate
+from .checkpointing import CheckpointerLike, SaveHandle
+from .data import VOCAB, TokenSource
+from .errors import CheckpointError, UserError
+from .lossfile import LossFile
+from .model import GPT, ModelConfig
+from .progress import TrainProgress
+from .schedule import warmup_cosine
+from .sizes import parse_size
+from .status import StatusFile
+from .stopping import StopPolicy, default_policy
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REQUEUE = 0, 1, 2, 75
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class RunResult:
+    status: str  # "completed" | "stopped"
+    step: int
+    reason: str
+    last_committed_step: Optional[int]
+    resumed_from: Optional[int]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not the usage block
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pccheck-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t = p.add_argument_group("training")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--training-steps", type=_positive, default=151)
+    t.add_argument("--batch-size", type=_positive, default=8)
+    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
+    t.add_argument("--warmup-steps", type=int, default=None, help="default: 10%% of --training-steps")
+    t.add_argument("--weight-decay", type=float, default=0.1)
+    t.add_argument("--dataset", default=None, help="a local text file (byte tokens); default: synthetic stream from --seed")
+    t.add_argument("--loss-file", default=None, help="CSV `step,loss`, one row per completed step")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--threads", type=_positive, default=None, help="torch intra-op threads (default: torch's choice)")
+    t.add_argument("--fail-at-step", type=_positive, default=None, help="SIGKILL this process right after step N")
+    t.add_argument("--status-file", default=None, help="JSON progress file for followers (pccheck-submit)")
+    m = p.add_argument_group("model")
+    m.add_argument("--model-dtype", choices=sorted(DTYPES), default="fp32")
+    m.add_argument("--sequence-length", type=_positive, default=128)
+    m.add_argument("--d-model", type=_positive, default=None, help="model dimension (default: the sequence length)")
+    m.add_argument("--n-layers", type=_positive, default=2)
+    m.add_argument("--n-heads", type=_positive, default=4)
+    m.add_argument("--dropout", type=float, default=0.1)
+    c = p.add_argument_group("checkpointing")
+    c.add_argument("--checkpointer", choices=["none", "torchsave", "pccheck"], default="pccheck")
+    c.add_argument("--checkpoint-dir", default="checkpoints")
+    c.add_argument("--checkpoint-freq", type=_positive, default=50, help="checkpoint every N steps")
+    c.add_argument("--load-checkpoint", action="store_true", help="resume from the newest valid checkpoint")
+    c.add_argument("--keep", type=_positive, default=2, help="committed checkpoints kept")
+    c.add_argument("--max-async", type=_positive, default=2, help="pccheck: checkpoints in flight at once")
+    c.add_argument("--writer-threads", type=_positive, default=2, help="pccheck: writer threads")
+    c.add_argument("--chunk-size", type=parse_size, default=parse_size("8M"), help="pccheck: write chunk (e.g. 8M)")
+    c.add_argument("--memory-budget", type=parse_size, default=None, help="pccheck: staging memory (default: one state)")
+    c.add_argument("--durability", default=None, help="pccheck: fdatasync or direct (default: the core's)")
+    return p
+
+
+def open_checkpointer(args: argparse.Namespace) -> Optional[CheckpointerLike]:
+    directory = Path(args.checkpoint_dir)
+    if args.checkpointer == "none":
+        return None
+    if args.checkpointer == "torchsave":
+        from .torchsave import TorchSaveCheckpointer
+
+        return TorchSaveCheckpointer(directory, keep=args.keep)
+    from .checkpointer import Checkpointer
+
+    return Checkpointer(
+        directory,
+        max_async=args.max_async,
+        keep=args.keep,
+        threads=args.writer_threads,
+        chunk_size=args.chunk_size,
+        memory_budget=args.memory_budget,
+        durability=args.durability,
+    )
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda given but no CUDA device is available")
+    return torch.device(name)
+
+
+def _deterministic(seed: int, threads: Optional[int]) -> None:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if threads:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+
+
+class _Trainer:
+    """Owns the live objects of one run and the step loop."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        _deterministic(args.seed, args.threads)
+        self.device = _device(args.device)
+        self.dtype = DTYPES[args.model_dtype]
+        cfg = ModelConfig(
+            vocab_size=VOCAB,
+            sequence_length=args.sequence_length,
+            d_model=args.d_model or args.sequence_length,
+            n_layers=args.n_layers,
+            n_heads=args.n_heads,
+            dropout=args.dropout,
+        )
+        self.model = GPT(cfg).to(device=self.device, dtype=self.dtype)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay
+        )
+        warmup = args.warmup_steps if args.warmup_steps is not None else max(1, args.training_steps // 10)
+        self.scheduler = warmup_cosine(self.optimizer, warmup, args.training_steps)
+        self.data = TokenSource(args.seed, args.sequence_length, args.batch_size, args.dataset)
+
+    def state(self, step: int) -> dict[str, Any]:
+        return trainstate.capture(step, self.model, self.optimizer, self.scheduler, self.data, self.dtype)
+
+    def restore(self, state: dict[str, Any]) -> int:
+        return trainstate.restore(state, self.model, self.optimizer, self.scheduler, self.data, self.dtype)
+
+    def step(self, ckpt: Optional[CheckpointerLike]) -> float:
+        self.model.train()
+        x, y = (t.to(self.device, non_blocking=True) for t in self.data.next_batch())
+        loss = self.model(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        if ckpt is not None:
+            ckpt.before_update()
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.item())
+
+
+class _CheckpointClock:
+    """Measures save-to-durable time of the checkpoints in flight (used for deadline decisions)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[SaveHandle, float]] = []
+        self.last_seconds = 0.0
+        self.last_durable_step: Optional[int] = None
+
+    def started(self, handle: SaveHandle, t0: float) -> None:
+        self.pending.append((handle, t0))
+
+    def poll(self) -> list[int]:
+        """Steps that became durable since the last poll."""
+        became = []
+        for handle, t0 in list(self.pending):
+            if handle.done():
+                self.pending.remove((handle, t0))
+                self.last_seconds = time.monotonic() - t0
+                became.append(handle.step)
+                self.last_durable_step = max(handle.step, self.last_durable_step or 0)
+        return became
+
+
+def run(argv: Sequence[str], stop: Optional[StopPolicy] = None) -> RunResult:
+    """Trains as `pccheck-train argv` would; raises UserError for user errors."""
+    args = build_parser().parse_args(list(argv))
+    ckpt_dir = Path(args.checkpoint_dir)
+    if args.load_checkpoint and args.checkpointer != "none" and not ckpt_dir.is_dir():
+        raise UserError(f"checkpoint directory {ckpt_dir} does not exist; nothing to resume (drop --load-checkpoint to start fresh)")
+    trainer = _Trainer(args)
+    ckpt = open_checkpointer(args)
+    try:
+        return _train(args, trainer, ckpt, stop)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+
+
+def _train(args: argparse.Namespace, trainer: _Trainer, ckpt: Optional[CheckpointerLike], stop: Optional[StopPolicy]) -> RunResult:
+    log = logging.getLogger("pccheck.train")
+    resumed_from: Optional[int] = None
+    if ckpt is not None and args.load_checkpoint:
+        loaded = ckpt.load_latest()
+        if loaded is None:
+            log.warning("no valid checkpoint in %s: starting from step 0", args.checkpoint_dir)
+        else:
+            resumed_from = trainer.restore(loaded.state)
+    start = resumed_from or 0
+    if ckpt is not None:
+        ckpt.prepare(trainer.state(start))
+        if stop is None:
+            stop = default_policy()
+    losses = LossFile(Path(args.loss_file), resumed_from) if args.loss_file else None
+    status = StatusFile(Path(args.status_file) if args.status_file else None)
+    progress = TrainProgress(args.training_steps, start)
+    if resumed_from is not None:
+        progress.note(f"resumed from the checkpoint at step {resumed_from}")
+    clock = _CheckpointClock()
+    step_seconds = 0.0
+    last_saved: Optional[int] = None
+    step = start
+
+    def save(at: int) -> None:
+        nonlocal last_saved
+        if losses is not None:
+            losses.sync()
+        progress.checkpoint = f"saving@{at}"
+        t0 = time.monotonic()
+        clock.started(ckpt.save(at, trainer.state(at)), t0)  # type: ignore[union-attr]
+        last_saved = at
+
+    def report(state: str, reason: str = "", force: bool = False) -> None:
+        for durable in clock.poll():
+            progress.checkpoint = f"durable@{durable} ({clock.last_seconds:.2f}s)"
+        status.update(
+            force=force,
+            step=step,
+            training_steps=args.training_steps,
+            last_committed_step=clock.last_durable_step if clock.last_durable_step is not None else resumed_from,
+            state=state,
+            stop_reason=reason,
+            step_seconds=step_seconds,
+            checkpoint_seconds=clock.last_seconds,
+        )
+
+    try:
+        report("running", force=True)
+        while step < args.training_steps:
+            t0 = time.monotonic()
+            loss = trainer.step(ckpt)
+            step += 1
+            dt = time.monotonic() - t0
+            step_seconds = dt if step_seconds == 0 else 0.8 * step_seconds + 0.2 * dt
+            if losses is not None:
+                losses.append(step, loss)
+            if ckpt is not None and step % args.checkpoint_freq == 0:
+                save(step)
+            progress.step(step, loss)
+            report("running")
+            if args.fail_at_step == step:
+                report("killed", force=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            reason = stop.check(step_seconds, clock.last_seconds) if stop is not None else None
+            if reason is not None and step < args.training_steps:
+                if last_saved != step:
+                    save(step)
+                ckpt.wait()  # type: ignore[union-attr]
+                report("stopped", reason, force=True)
+                progress.note(f"stopped after step {step} ({reason}); checkpoint at step {step} is durable")
+                return RunResult("stopped", step, reason, clock.last_durable_step, resumed_from)
+        if ckpt is not None:
+            ckpt.wait()
+        report("completed", force=True)
+        return RunResult("completed", step, "", clock.last_durable_step, resumed_from)
+    finally:
+        progress.close()
+        if losses is not None:
+            losses.close()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[pccheck] %(message)s")
+    try:
+        result = run(sys.argv[1:] if argv is None else argv)
+    except CheckpointError as exc:
+        print(f"pccheck-train: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except UserError as exc:
+        print(f"pccheck-train: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK if result.status == "completed" else EXIT_REQUEUE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Everything a bit-exact resume needs, as one nested dict: model, optimizer, scheduler, step, data position, RNGs."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from . import rng
+from .data import TokenSource
+from .errors import UserError
+from .model import GPT
+
+
+def fingerprint(model: GPT, dtype: torch.dtype) -> dict[str, Any]:
+    """What must match for a checkpoint to load into this model."""
+    return {**asdict(model.cfg), "dtype": str(dtype).removeprefix("torch.")}
+
+
+def capture(
+    step: int,
+    model: GPT,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    data: TokenSource,
+    dtype: torch.dtype,
+) -> dict[str, Any]:
+    """The live state (tensors are not copied here: the checkpointer snapshots them)."""
+    return {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "data": data.state_dict(),
+        "rng": rng.capture(),
+        "config": fingerprint(model, dtype),
+    }
+
+
+def restore(
+    state: dict[str, Any],
+    model: GPT,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    data: TokenSource,
+    dtype: torch.dtype,
+) -> int:
+    """Loads `state` into the live objects and returns its step."""
+    expected = fingerprint(model, dtype)
+    found = state.get("config", {})
+    diff = sorted(k for k in expected if found.get(k) != expected[k])
+    if diff:
+        pairs = ", ".join(f"{k}: checkpoint {found.get(k)!r} vs now {expected[k]!r}" for k in diff)
+        raise UserError(f"checkpoint does not fit this model ({pairs}); pass the flags it was written with")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    data.load_state_dict(state["data"])
+    rng.restore(state["rng"])
+    return int(state["step"])

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets up the venv and runs the tests.
+#   scripts/test.sh            # fast suite (a few minutes)
+#   scripts/test.sh --all      # everything CI runs: fast + slow suites, C++ core tests, a real local Slurm
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+all=0
+if [ "${1:-}" = --all ]; then all=1; shift; fi
+scripts/setup.sh
+venv=${PCCHECK_VENV:-.venv}
+export PATH="$PWD/$venv/bin:$PATH"
+
+if [ "$all" = 0 ]; then
+  exec pytest "$@"
+fi
+
+state=$(mktemp -d /tmp/pccheck-slurm.XXXXXX)
+trap 'scripts/local-slurm.sh stop "$state" || true' EXIT
+scripts/local-slurm.sh start "$state"
+export SLURM_CONF="$state/slurm.conf" PCCHECK_REQUIRE_SLURM=1
+tests/cpp/run.sh
+pytest -m "" "$@"

@@ -1,0 +1,44 @@
+"""Shared helpers: run the real trainer as a subprocess and compare loss files byte for byte."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+# Small model so the 151-step runs the issues ask for take seconds; the flags are the trainer's own.
+SMALL = ["--sequence-length", "32", "--batch-size", "4", "--n-layers", "2", "--threads", "1"]
+
+
+def train(args: Sequence[str], cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs `python -m pccheck.train args` and returns the finished process (stderr captured)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pccheck.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"trainer exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def reference_losses(tmp_path_factory: pytest.TempPathFactory):
+    """Loss file bytes of an uninterrupted run, cached per flag set for the whole session."""
+    cache: dict[tuple[str, ...], bytes] = {}
+
+    def get(args: Sequence[str]) -> bytes:
+        key = tuple(args)
+        if key not in cache:
+            d = tmp_path_factory.mktemp("reference")
+            train([*args, "--checkpointer", "none", "--loss-file", str(d / "loss.csv")], cwd=d)
+            cache[key] = (d / "loss.csv").read_bytes()
+        return cache[key]
+
+    return get
