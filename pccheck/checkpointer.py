@@ -184,8 +184,13 @@ def _round_up(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
+def records(scan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ring entries of a scan that hold a commit record (valid or not)."""
+    return [e for e in scan["entries"] if e.get("seq") is not None]
+
+
 def _record(scan: dict[str, Any], seq: int) -> dict[str, Any]:
-    return next(r for r in scan["records"] if r["seq"] == seq)
+    return next(r for r in records(scan) if r["seq"] == seq)
 
 
 def load_checkpoint(path: Union[str, Path], step: Optional[int] = None) -> Optional[Loaded]:
@@ -203,7 +208,7 @@ def load_checkpoint(path: Union[str, Path], step: Optional[int] = None) -> Optio
         scan = _core.scan(str(path), False)
     except _core.CoreError as exc:
         raise CheckpointError(f"{path} is not a usable pccheck file: {exc}") from None
-    candidates = sorted((r for r in scan["records"] if step is None or r["step"] == step), key=lambda r: -r["seq"])
+    candidates = sorted((r for r in records(scan) if step is None or r["step"] == step), key=lambda r: -r["seq"])
     for record in candidates:
         if not record["valid"]:
             log.warning("skipping checkpoint at step %d (seq %d) in %s: %s", record["step"], record["seq"], path, record["reason"])

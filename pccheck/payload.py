@@ -119,7 +119,7 @@ def parse_header(payload: memoryview | bytes) -> tuple[dict[str, Any], list[Tens
         raise CheckpointError(f"header length {n} exceeds the payload ({size} bytes)")
     try:
         header = json.loads(bytes(payload[8 : 8 + n]))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: hostile deep nesting
         raise CheckpointError(f"header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise CheckpointError("header is not a JSON object")
@@ -161,7 +161,7 @@ def decode(payload: memoryview | bytearray | bytes) -> dict[str, Any]:
     try:
         tree = json.loads(meta["pccheck.state"])
         return _decode_tree(tree, tensors)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:  # RuntimeError: deep nesting, bad device
         raise CheckpointError(f"state tree is malformed ({exc})") from None
 
 
@@ -191,7 +191,10 @@ def _decode_tree(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if key == "__float__":
             return float(value)
         if key == "__dtype__":
-            return getattr(torch, value)
+            dtype = getattr(torch, value)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"{value!r} is not a dtype")
+            return dtype
         if key == "__device__":
             return torch.device(value)
     return {k: _decode_tree(v, tensors) for k, v in node.items()}

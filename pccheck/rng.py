@@ -43,6 +43,7 @@ def restore(state: dict[str, Any]) -> None:
             "gauss": float(npst["gauss"]),
         }
     )
-    torch.set_rng_state(state["torch"].to(torch.uint8))
+    # Clones: a loaded tensor may be a view into a larger payload buffer, which the setters do not accept.
+    torch.set_rng_state(state["torch"].to(torch.uint8).clone())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
+        torch.cuda.set_rng_state_all([s.to(torch.uint8).clone() for s in state["cuda"]])

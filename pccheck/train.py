@@ -222,10 +222,8 @@ def _train(args: argparse.Namespace, trainer: _Trainer, ckpt: Optional[Checkpoin
         else:
             resumed_from = trainer.restore(loaded.state)
     start = resumed_from or 0
-    if ckpt is not None:
-        ckpt.prepare(trainer.state(start))
-        if stop is None:
-            stop = default_policy()
+    if ckpt is not None and stop is None:
+        stop = default_policy()
     losses = LossFile(Path(args.loss_file), resumed_from) if args.loss_file else None
     status = StatusFile(Path(args.status_file) if args.status_file else None)
     progress = TrainProgress(args.training_steps, start)
@@ -265,6 +263,10 @@ def _train(args: argparse.Namespace, trainer: _Trainer, ckpt: Optional[Checkpoin
             t0 = time.monotonic()
             loss = trainer.step(ckpt)
             step += 1
+            if ckpt is not None and step == start + 1:
+                # After one step the state is complete (AdamW creates its moments lazily): reserve the
+                # checkpoint storage now, so a disk too small fails here and not at the first checkpoint.
+                ckpt.prepare(trainer.state(step))
             dt = time.monotonic() - t0
             step_seconds = dt if step_seconds == 0 else 0.8 * step_seconds + 0.2 * dt
             if losses is not None:

@@ -1,0 +1,544 @@
+#include "engine.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#include "crc32c.h"
+#include "errors.h"
+#include "store_file.h"
+
+namespace pccheck {
+
+namespace {
+
+constexpr size_t kFinishedHistory = 4096;  // outcomes remembered for wait(seq)
+
+// Validates the options (before anything is opened) and names the lock file.
+std::string checked_lock_path(const StoreOptions& o) {
+  auto need = [](bool ok, const std::string& msg) {
+    if (!ok) throw std::invalid_argument(msg);
+  };
+  need(!o.path.empty(), "path is empty");
+  need(o.slot_size > 0, "slot_size must be > 0");
+  need(o.max_async >= 1, "max_async must be >= 1");
+  need(o.keep >= 1, "keep must be >= 1");
+  need(o.max_async + o.keep <= kMaxSlots, "too many slots");
+  need(o.chunk_size > 0 && o.chunk_size % kBlock == 0, "chunk_size must be a positive multiple of 4096");
+  need(o.threads >= 1 && o.threads <= 1024, "threads must be in 1..1024");
+  need(o.memory_budget >= o.chunk_size, "memory_budget must hold at least one chunk");
+  return o.path + ".lock";
+}
+
+// kBlock-aligned scratch for table and record writes (O_DIRECT needs it).
+struct AlignedBlock {
+  explicit AlignedBlock(uint64_t n) : size(n) {
+    void* p = nullptr;
+    if (::posix_memalign(&p, kBlock, n) != 0) throw std::bad_alloc();
+    data = static_cast<uint8_t*>(p);
+  }
+  ~AlignedBlock() { std::free(data); }
+  AlignedBlock(const AlignedBlock&) = delete;
+  AlignedBlock& operator=(const AlignedBlock&) = delete;
+  uint8_t* data;
+  uint64_t size;
+};
+
+// Opens path with O_DIRECT and proves an aligned read works (some file
+// systems accept the flag and fail the I/O). Returns 0 or the errno.
+int open_direct(const std::string& path, Fd* out) {
+  int raw = ::open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+  if (raw < 0) return errno;
+  Fd fd(raw);
+  AlignedBlock probe(kBlock);
+  ssize_t n = ::pread(fd.get(), probe.data, kBlock, 0);
+  if (n != static_cast<ssize_t>(kBlock)) return n < 0 ? errno : EIO;
+  *out = std::move(fd);
+  return 0;
+}
+
+}  // namespace
+
+Durability parse_durability(const std::string& name) {
+  if (name == "auto") return Durability::kAuto;
+  if (name == "fdatasync") return Durability::kFdatasync;
+  if (name == "direct") return Durability::kDirect;
+  throw std::invalid_argument("durability must be 'auto', 'fdatasync' or 'direct', not '" + name + "'");
+}
+
+const char* durability_name(Durability d) {
+  switch (d) {
+    case Durability::kDirect:
+      return "direct";
+    case Durability::kFdatasync:
+      return "fdatasync";
+    case Durability::kAuto:
+      break;
+  }
+  return "auto";
+}
+
+const char* outcome_name(Outcome o) {
+  switch (o) {
+    case Outcome::kCommitted:
+      return "committed";
+    case Outcome::kDropped:
+      return "dropped";
+    case Outcome::kAborted:
+      return "aborted";
+    case Outcome::kPending:
+      break;
+  }
+  return "pending";
+}
+
+Store::Store(const StoreOptions& opt) : lock_(checked_lock_path(opt), opt.path) {
+  FileRequest req{opt.path, opt.slot_size, opt.max_async + opt.keep, opt.chunk_size, opt.keep, opt.max_async};
+  OpenedFile f = open_or_create(req);
+  sb_ = f.sb;
+  fd_ = std::move(f.fd);
+  geo_.path = opt.path;
+  geo_.slot_count = sb_.slot_count;
+  geo_.slot_size = sb_.slot_size;
+  geo_.table_bytes = sb_.table_bytes;
+  geo_.chunk_size = opt.chunk_size;
+  geo_.ring_entries = sb_.ring_entries;
+  geo_.file_size = sb_.file_size;
+  geo_.created_ns = sb_.created_ns;
+  geo_.threads = opt.threads;
+  geo_.created = f.created;
+  geo_.adopted = sb_.slot_count != opt.max_async + opt.keep;
+  // An adopted file keeps the split it was created with.
+  geo_.keep = geo_.adopted ? sb_.keep : opt.keep;
+  geo_.max_async = geo_.adopted ? sb_.max_async : opt.max_async;
+  if (geo_.keep < 1 || geo_.max_async < 1 || geo_.keep + geo_.max_async != sb_.slot_count) {
+    geo_.keep = std::min<uint64_t>(opt.keep, sb_.slot_count - 1);
+    geo_.max_async = sb_.slot_count - geo_.keep;
+  }
+
+  geo_.durability = Durability::kFdatasync;
+  if (opt.durability != Durability::kFdatasync) {
+    int err = open_direct(opt.path, &direct_);
+    if (err == 0) geo_.durability = Durability::kDirect;
+    else if (opt.durability == Durability::kDirect)
+      throw CoreError("durability='direct': " + opt.path + " does not take O_DIRECT (" + errno_text(err) +
+                      "); use durability='fdatasync' on this file system");
+  }
+  write_fd_ = direct_.valid() ? direct_.get() : fd_.get();
+
+  slots_.assign(sb_.slot_count, SlotState::kFree);
+  // Reopened file: the keep newest valid commits stay protected.
+  std::vector<std::pair<uint64_t, uint64_t>> valid;  // (seq, slot)
+  for (const auto& e : f.scan.entries)
+    if (e.valid) valid.emplace_back(e.rec.seq, e.rec.slot);
+  std::sort(valid.rbegin(), valid.rend());
+  for (const auto& e : f.scan.entries)
+    if (e.valid && (!latest_ || e.rec.seq > latest_->first)) latest_ = {e.rec.seq, e.rec.step};
+  for (size_t i = 0; i < valid.size() && i < geo_.keep; ++i) {
+    committed_.push_front(valid[i]);
+    slots_[valid[i].second] = SlotState::kCommitted;
+  }
+  next_seq_ = f.scan.max_seq + 1;
+
+  geo_.buffer_count = opt.memory_budget / opt.chunk_size;
+  pool_ = std::make_shared<BufferPool>(geo_.buffer_count, opt.chunk_size);
+  buffer_submitted_.assign(geo_.buffer_count, 0);
+
+  committer_ = std::thread([this] { committer_loop(); });
+  for (uint64_t i = 0; i < opt.threads; ++i) writers_.emplace_back([this] { writer_loop(); });
+}
+
+Store::~Store() {
+  try {
+    close();
+  } catch (...) {  // a destructor must not throw; close() reports nothing it has not already
+  }
+}
+
+std::shared_ptr<Store::Checkpoint> Store::find_locked(uint64_t seq) {
+  auto it = active_.find(seq);
+  return it == active_.end() ? nullptr : it->second;
+}
+
+uint64_t Store::pick_seq_locked() {
+  // A seq whose ring entry is shared with a live seq (in flight or kept)
+  // would overwrite that seq's record when it commits: skip such numbers.
+  auto clashes = [&](uint64_t s) {
+    uint64_t idx = s % sb_.ring_entries;
+    for (const auto& kv : active_)
+      if (kv.first % sb_.ring_entries == idx) return true;
+    for (const auto& c : committed_)
+      if (c.first % sb_.ring_entries == idx) return true;
+    return false;
+  };
+  uint64_t s = next_seq_;
+  while (clashes(s)) ++s;  // ring_entries > slot_count >= live seqs: terminates
+  next_seq_ = s + 1;
+  return s;
+}
+
+std::optional<uint64_t> Store::begin(uint64_t step, uint64_t payload_len, bool block) {
+  if (payload_len == 0 || payload_len > sb_.slot_size)
+    throw std::invalid_argument("payload_len " + std::to_string(payload_len) + " is outside 1.." +
+                                std::to_string(sb_.slot_size) + " (the slot size of " + geo_.path + ")");
+  std::unique_lock<std::mutex> lk(mu_);
+  for (;;) {
+    if (closed_) throw CoreError("store " + geo_.path + " is closed");
+    if (sticky_) {
+      std::string msg = sticky_->second;
+      sticky_.reset();
+      throw WriteError(msg);
+    }
+    if (active_.size() < geo_.max_async) break;
+    if (!block) return std::nullopt;
+    done_cv_.wait(lk);
+  }
+  auto free_slot = std::find(slots_.begin(), slots_.end(), SlotState::kFree);
+  if (free_slot == slots_.end()) throw CoreError("internal: no free slot with fewer than max_async in flight");
+  auto c = std::make_shared<Checkpoint>();
+  c->seq = pick_seq_locked();
+  c->step = step;
+  c->slot = static_cast<uint64_t>(free_slot - slots_.begin());
+  c->payload_len = payload_len;
+  c->n_chunks = div_up(payload_len, geo_.chunk_size);
+  c->crcs.assign(c->n_chunks, 0);
+  c->submitted.assign(c->n_chunks, 0);
+  *free_slot = SlotState::kInFlight;
+  active_[c->seq] = c;
+  return c->seq;
+}
+
+void Store::write_host(uint64_t seq, const std::vector<Segment>& parts) {
+  uint64_t total = 0;
+  for (const auto& p : parts) total += p.size;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto c = find_locked(seq);
+    if (!c || c->state != State::kWriting) throw std::invalid_argument("seq " + std::to_string(seq) + " is not being written");
+    if (c->n_submitted != 0) throw std::invalid_argument("seq " + std::to_string(seq) + " already has chunks");
+    if (total != c->payload_len)
+      throw std::invalid_argument("payload is " + std::to_string(total) + " bytes, begin() announced " +
+                                  std::to_string(c->payload_len));
+  }
+  const uint64_t cs = geo_.chunk_size;
+  uint64_t chunk = 0, fill = 0, buf = 0;
+  bool held = false;  // buf is acquired and not yet submitted
+  try {
+    for (const auto& p : parts) {
+      const auto* src = static_cast<const uint8_t*>(p.data);
+      for (uint64_t left = p.size; left > 0;) {
+        if (!held) buf = pool_->acquire(), held = true;
+        uint64_t take = std::min(left, cs - fill);
+        std::memcpy(pool_->data(buf) + fill, src, take);
+        src += take;
+        left -= take;
+        fill += take;
+        if (fill == cs) {
+          bool live = submit(seq, buf, chunk++, fill);  // takes the buffer unless it throws
+          held = false;
+          if (!live) return;  // aborted or failed meanwhile: the error surfaces in wait()
+          fill = 0;
+        }
+      }
+    }
+    if (held) {
+      submit(seq, buf, chunk, fill);
+      held = false;
+    }
+  } catch (...) {
+    if (held) pool_->release(buf);
+    throw;
+  }
+}
+
+void Store::release(uint64_t index) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (index < buffer_submitted_.size() && buffer_submitted_[index])
+      throw std::invalid_argument("buffer " + std::to_string(index) + " is submitted; the writers release it");
+  }
+  pool_->release(index);
+}
+
+bool Store::submit(uint64_t seq, uint64_t index, uint64_t chunk_index, uint64_t nbytes) {
+  std::unique_lock<std::mutex> lk(mu_);
+  if (index >= buffer_submitted_.size() || !pool_->in_use(index) || buffer_submitted_[index])
+    throw std::invalid_argument("buffer " + std::to_string(index) + " is not acquired");
+  auto c = find_locked(seq);
+  if (!c || c->state != State::kWriting || closed_) {
+    lk.unlock();
+    pool_->release(index);
+    return false;
+  }
+  if (chunk_index >= c->n_chunks || c->submitted[chunk_index])
+    throw std::invalid_argument("chunk " + std::to_string(chunk_index) + " of seq " + std::to_string(seq) +
+                                " is out of range or already submitted");
+  uint64_t expect = std::min(geo_.chunk_size, c->payload_len - chunk_index * geo_.chunk_size);
+  if (nbytes != expect)
+    throw std::invalid_argument("chunk " + std::to_string(chunk_index) + " of seq " + std::to_string(seq) +
+                                " must hold " + std::to_string(expect) + " bytes, not " + std::to_string(nbytes));
+  c->submitted[chunk_index] = 1;
+  c->n_submitted++;
+  c->outstanding++;
+  buffer_submitted_[index] = 1;
+  tasks_.push_back(Task{c, index, chunk_index, nbytes});
+  task_cv_.notify_one();
+  return true;
+}
+
+void Store::abort(uint64_t seq, const std::string& reason) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto c = find_locked(seq);
+  if (!c || c->state != State::kWriting) return;
+  c->state = State::kAborted;
+  c->error = reason;
+  finish_if_drained_locked(*c);
+}
+
+int Store::take_injected_error() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!inject_armed_) return 0;
+  if (inject_after_ > 0) {
+    inject_after_--;
+    return 0;
+  }
+  inject_armed_ = false;
+  return inject_errno_;
+}
+
+void Store::inject_write_error(uint64_t after, int err) {
+  std::lock_guard<std::mutex> lk(mu_);
+  inject_armed_ = true;
+  inject_after_ = after;
+  inject_errno_ = err;
+}
+
+void Store::writer_loop() {
+  for (;;) {
+    Task t;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      task_cv_.wait(lk, [&] { return stopping_ || !tasks_.empty(); });
+      if (tasks_.empty()) return;
+      t = std::move(tasks_.front());
+      tasks_.pop_front();
+      if (t.ckpt->state != State::kWriting) t.nbytes = 0;  // aborted or failed: just recycle
+    }
+    Checkpoint& c = *t.ckpt;
+    int err = 0;
+    uint32_t crc = 0;
+    uint64_t off = sb_.payload_offset(c.slot) + t.chunk_index * geo_.chunk_size;
+    uint64_t len = t.nbytes;
+    if (t.nbytes > 0) {
+      uint8_t* buf = pool_->data(t.buffer);
+      crc = crc32c(buf, t.nbytes);
+      if (direct_.valid()) {  // O_DIRECT writes whole blocks; the slot has room for the padding
+        len = round_up(t.nbytes, kBlock);
+        std::memset(buf + t.nbytes, 0, len - t.nbytes);
+      }
+      err = take_injected_error();
+      if (err == 0) err = pwrite_all(write_fd_, buf, len, off);
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    buffer_submitted_[t.buffer] = 0;
+    pool_->release(t.buffer);
+    c.outstanding--;
+    if (t.nbytes > 0) {
+      if (err != 0) {
+        fail_locked(c, "write " + geo_.path + " at offset " + std::to_string(off) + " (" + std::to_string(len) +
+                           " bytes, seq " + std::to_string(c.seq) + " chunk " + std::to_string(t.chunk_index) +
+                           "): " + errno_text(err));
+      } else {
+        bytes_written_ += len;
+        if (c.state == State::kWriting) {
+          c.crcs[t.chunk_index] = crc;
+          if (++c.written == c.n_chunks) {
+            c.state = State::kCommitting;
+            commit_q_.push_back(t.ckpt);
+            commit_cv_.notify_one();
+          }
+        }
+      }
+    }
+    finish_if_drained_locked(c);
+  }
+}
+
+void Store::committer_loop() {
+  for (;;) {
+    std::shared_ptr<Checkpoint> c;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      commit_cv_.wait(lk, [&] { return stopping_ || !commit_q_.empty(); });
+      if (commit_q_.empty()) return;
+      c = std::move(commit_q_.front());
+      commit_q_.pop_front();
+      if (latest_ && c->seq < latest_->first) {  // a newer seq committed first
+        finish_locked(*c, Outcome::kDropped);
+        continue;
+      }
+    }
+    commit(*c);
+  }
+}
+
+void Store::commit(Checkpoint& c) {
+  ChunkTable t{c.seq, c.step, c.payload_len, geo_.chunk_size, c.crcs};
+  uint64_t table_len = round_up(table_encoded_size(c.n_chunks), kBlock);
+  AlignedBlock table(table_len), record(kBlock);
+  std::memset(table.data, 0, table_len);
+  CommitRecord r{c.seq, c.slot, c.step, c.payload_len, geo_.chunk_size, c.n_chunks, now_ns(), 0};
+  r.table_crc = encode_table(t, table.data);
+  encode_record(r, record.data);
+
+  // Payload and table durable, then the record durable: a crash in between
+  // leaves the previous commit as the newest valid one.
+  std::string what = "write chunk table";
+  uint64_t off = sb_.slot_offset(c.slot);
+  int err = pwrite_all(write_fd_, table.data, table_len, off);
+  if (err == 0 && (what = "fdatasync", err = datasync(write_fd_)) == 0) {
+    what = "write commit record";
+    off = sb_.ring_entry_offset(c.seq);
+    err = pwrite_all(write_fd_, record.data, kBlock, off);
+    if (err == 0 && (what = "fdatasync", err = datasync(write_fd_)) == 0) what.clear();
+  }
+
+  std::lock_guard<std::mutex> lk(mu_);
+  if (err != 0) {
+    fail_locked(c, what + " " + geo_.path + " at offset " + std::to_string(off) + " (seq " + std::to_string(c.seq) +
+                       "): " + errno_text(err));
+    finish_if_drained_locked(c);
+    return;
+  }
+  bytes_written_ += table_len + kBlock;
+  latest_ = {c.seq, c.step};
+  committed_.emplace_back(c.seq, c.slot);
+  finish_locked(c, Outcome::kCommitted);
+  slots_[c.slot] = SlotState::kCommitted;  // finish_locked freed it: it stays protected
+  while (committed_.size() > geo_.keep) {  // only now is an older slot safe to reuse
+    slots_[committed_.front().second] = SlotState::kFree;
+    committed_.pop_front();
+  }
+  done_cv_.notify_all();
+}
+
+void Store::fail_locked(Checkpoint& c, const std::string& msg) {
+  if (c.state != State::kWriting && c.state != State::kCommitting) return;
+  c.state = State::kFailed;
+  c.error = msg;
+  if (!sticky_) sticky_ = std::make_pair(c.seq, msg);
+}
+
+void Store::finish_if_drained_locked(Checkpoint& c) {
+  if (c.outstanding != 0 || active_.count(c.seq) == 0) return;
+  if (c.state == State::kFailed) finish_locked(c, Outcome::kPending);
+  if (c.state == State::kAborted) finish_locked(c, Outcome::kAborted);
+}
+
+void Store::finish_locked(Checkpoint& c, Outcome o) {
+  if (active_.erase(c.seq) == 0) return;
+  slots_[c.slot] = SlotState::kFree;
+  // kPending marks a failure here; wait() turns it into WriteError.
+  finished_[c.seq] = {o, o == Outcome::kPending || o == Outcome::kAborted ? c.error : ""};
+  while (finished_.size() > kFinishedHistory) finished_.erase(finished_.begin());
+  switch (o) {
+    case Outcome::kCommitted:
+      c.state = State::kCommitted;
+      n_committed_++;
+      break;
+    case Outcome::kDropped:
+      c.state = State::kDropped;
+      n_dropped_++;
+      break;
+    case Outcome::kAborted:
+      n_aborted_++;
+      break;
+    case Outcome::kPending:
+      n_failed_++;
+      break;
+  }
+  done_cv_.notify_all();
+}
+
+Outcome Store::wait(std::optional<uint64_t> seq, std::optional<double> timeout_s) {
+  std::unique_lock<std::mutex> lk(mu_);
+  auto ready = [&] { return seq ? active_.count(*seq) == 0 : active_.empty(); };
+  if (timeout_s) {
+    auto d = std::chrono::duration<double>(std::max(0.0, *timeout_s));
+    if (!done_cv_.wait_for(lk, d, ready)) return Outcome::kPending;
+  } else {
+    done_cv_.wait(lk, ready);
+  }
+  if (!seq) {
+    if (sticky_) {
+      std::string msg = sticky_->second;
+      sticky_.reset();
+      throw WriteError(msg);
+    }
+    return Outcome::kCommitted;
+  }
+  auto it = finished_.find(*seq);
+  if (it == finished_.end()) throw std::invalid_argument("unknown seq " + std::to_string(*seq));
+  if (it->second.first == Outcome::kPending) {
+    if (sticky_ && sticky_->first == *seq) sticky_.reset();
+    throw WriteError(it->second.second);
+  }
+  return it->second.first;
+}
+
+std::optional<std::pair<uint64_t, uint64_t>> Store::latest() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return latest_;
+}
+
+Stats Store::stats() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  Stats s{};
+  s.buffers_total = pool_->count();
+  s.buffers_free = pool_->free_count();
+  s.slots_free = static_cast<uint64_t>(std::count(slots_.begin(), slots_.end(), SlotState::kFree));
+  s.in_flight = active_.size();
+  s.committed = n_committed_;
+  s.dropped = n_dropped_;
+  s.failed = n_failed_;
+  s.aborted = n_aborted_;
+  s.bytes_written = bytes_written_;
+  return s;
+}
+
+void Store::close() {
+  {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (closed_) return;
+    closed_ = true;
+    for (auto& kv : active_) {
+      Checkpoint& c = *kv.second;
+      if (c.state == State::kWriting && c.n_submitted < c.n_chunks) {
+        c.state = State::kAborted;
+        c.error = "store closed before the payload was complete";
+      }
+    }
+    std::vector<std::shared_ptr<Checkpoint>> all;
+    for (auto& kv : active_) all.push_back(kv.second);
+    for (auto& c : all) finish_if_drained_locked(*c);
+    done_cv_.wait(lk, [&] { return active_.empty(); });
+    stopping_ = true;
+  }
+  task_cv_.notify_all();
+  commit_cv_.notify_all();
+  done_cv_.notify_all();
+  for (auto& th : writers_) th.join();
+  committer_.join();
+  pool_->shutdown();
+  direct_.reset();
+  fd_.reset();
+  lock_.unlock();
+}
+
+}  // namespace pccheck
