@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import SMALL, train
+from trainer_helpers import SMALL, train
 
 
 def _one_line_error(proc, expected: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMALL, train
+from trainer_helpers import SMALL, train
 
 CHECKPOINTERS = ["torchsave", "pccheck"]
 
