@@ -39,10 +39,68 @@ inline uint64_t load_le64(const uint8_t* p) {
   return v;
 }
 
+// Carry-less multiplication modulo the polynomial (reflected bit order):
+// a * b mod P. Used to combine the CRC registers of interleaved streams.
+uint32_t multmodp(uint32_t a, uint32_t b) {
+  uint32_t m = 1u << 31, p = 0;
+  for (;;) {
+    if (a & m) {
+      p ^= b;
+      if ((a & (m - 1)) == 0) break;
+    }
+    m >>= 1;
+    b = (b & 1u) ? (b >> 1) ^ kPoly : b >> 1;
+  }
+  return p;
+}
+
+// x^(8n) mod P: multiplying a register by it appends n zero bytes.
+uint32_t x8nmodp(uint64_t n) {
+  uint32_t xp = 1u << 31;  // x^0
+  uint32_t x2k = 1u << 30;  // x^1, squared as k grows: x^(2^k)
+  for (uint64_t bits = n * 8; bits; bits >>= 1) {
+    if (bits & 1) xp = multmodp(x2k, xp);
+    x2k = multmodp(x2k, x2k);
+  }
+  return xp;
+}
+
+// The hardware CRC instruction has a latency of several cycles but a
+// throughput of one per cycle: three independent streams over adjacent
+// blocks keep it busy, and their registers are combined by shifting
+// (appending zeros) with a precomputed x^(8 * block) mod P. About 3x faster
+// than one stream on large buffers (chunk writes, verify on load).
+constexpr size_t kStripe = 4096;  // bytes per stream per round
+
+struct StripeShift {
+  uint32_t one = x8nmodp(kStripe), two = x8nmodp(2 * kStripe);
+};
+const StripeShift& stripe_shift() {
+  static const StripeShift s;
+  return s;
+}
+
 #if defined(__x86_64__)
 __attribute__((target("sse4.2"))) uint32_t crc32c_sse42(const void* data, size_t n, uint32_t crc) {
   const auto* p = static_cast<const uint8_t*>(data);
   uint64_t c = ~crc;
+  if (n >= 3 * kStripe) {
+    const StripeShift& sh = stripe_shift();
+    for (; n >= 3 * kStripe; n -= 3 * kStripe, p += 3 * kStripe) {
+      uint64_t c1 = 0, c2 = 0;
+      for (size_t i = 0; i < kStripe; i += 8) {
+        uint64_t v0, v1, v2;
+        std::memcpy(&v0, p + i, 8);
+        std::memcpy(&v1, p + kStripe + i, 8);
+        std::memcpy(&v2, p + 2 * kStripe + i, 8);
+        c = _mm_crc32_u64(c, v0);
+        c1 = _mm_crc32_u64(c1, v1);
+        c2 = _mm_crc32_u64(c2, v2);
+      }
+      c = multmodp(sh.two, static_cast<uint32_t>(c)) ^ multmodp(sh.one, static_cast<uint32_t>(c1)) ^
+          static_cast<uint32_t>(c2);
+    }
+  }
   for (; n >= 8; n -= 8, p += 8) {
     uint64_t v;
     std::memcpy(&v, p, 8);  // x86 is little-endian
@@ -67,6 +125,18 @@ __attribute__((target("sse4.2"))) uint32_t crc32c_sse42(const void* data, size_t
 PCC_CRC_TARGET uint32_t crc32c_armv8(const void* data, size_t n, uint32_t crc) {
   const auto* p = static_cast<const uint8_t*>(data);
   uint32_t c = ~crc;
+  if (n >= 3 * kStripe) {
+    const StripeShift& sh = stripe_shift();
+    for (; n >= 3 * kStripe; n -= 3 * kStripe, p += 3 * kStripe) {
+      uint32_t c1 = 0, c2 = 0;
+      for (size_t i = 0; i < kStripe; i += 8) {
+        c = PCC_CRC32CD(c, load_le64(p + i));
+        c1 = PCC_CRC32CD(c1, load_le64(p + kStripe + i));
+        c2 = PCC_CRC32CD(c2, load_le64(p + 2 * kStripe + i));
+      }
+      c = multmodp(sh.two, c) ^ multmodp(sh.one, c1) ^ c2;
+    }
+  }
   for (; n >= 8; n -= 8, p += 8) c = PCC_CRC32CD(c, load_le64(p));
   for (; n > 0; --n, ++p) c = PCC_CRC32CB(c, *p);
   return ~c;

@@ -1,6 +1,7 @@
 #include "recovery.h"
 
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -53,7 +54,7 @@ RingEntry load_entry(int fd, const std::string& path, const Superblock& sb, uint
 // Reads every chunk of a valid record (into out when given) and checks its
 // CRC. Returns "" or the lowest failing chunk's reason.
 std::string verify_chunks(int fd, const std::string& path, const Superblock& sb, const CommitRecord& r,
-                          const ChunkTable& t, uint8_t* out, unsigned threads) {
+                          const ChunkTable& t, uint8_t* out, unsigned threads, int direct_fd = -1) {
   const uint64_t base = sb.payload_offset(r.slot);
   if (threads == 0) threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
   threads = static_cast<unsigned>(std::min<uint64_t>(threads, r.n_chunks));
@@ -71,7 +72,12 @@ std::string verify_chunks(int fd, const std::string& path, const Superblock& sb,
         for (uint64_t done = 0; done < len;) {
           uint64_t piece = out ? len - done : std::min<uint64_t>(scratch.size(), len - done);
           uint8_t* dst = out ? out + off + done : scratch.data();
-          pread_all(fd, dst, piece, base + off + done, path);
+          // O_DIRECT where the block alignment allows: the disk fills `out` without a page-cache copy
+          // (measured 0.9 s against 0.6 s per GiB cold on the dev VM, docs/performance.md).
+          bool direct = direct_fd >= 0 && out && (reinterpret_cast<uintptr_t>(dst) % kBlock) == 0 &&
+                        piece % kBlock == 0 && (base + off + done) % kBlock == 0;
+          if (!direct || ::pread(direct_fd, dst, piece, static_cast<off_t>(base + off + done)) != static_cast<ssize_t>(piece))
+            pread_all(fd, dst, piece, base + off + done, path);  // buffered (also the fallback of a failed direct read)
           crc = crc32c(dst, piece, crc);
           done += piece;
         }
@@ -189,7 +195,10 @@ void read_payload(const std::string& path, uint64_t seq, void* out, uint64_t out
   if (out_len != r.payload_len)
     throw std::invalid_argument("output buffer holds " + std::to_string(out_len) + " bytes, seq " +
                                 std::to_string(seq) + " has " + std::to_string(r.payload_len));
-  std::string why = verify_chunks(fd.get(), path, sb, r, table, static_cast<uint8_t*>(out), threads);
+  int raw = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);  // optional: -1 reads buffered
+  Fd direct(raw >= 0 ? raw : -1);
+  std::string why = verify_chunks(fd.get(), path, sb, r, table, static_cast<uint8_t*>(out), threads,
+                                  direct.valid() ? direct.get() : -1);
   if (!why.empty()) throw CorruptError(path + ": seq " + std::to_string(seq) + ": " + why);
 }
 

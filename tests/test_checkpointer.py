@@ -90,7 +90,8 @@ def test_corruption_falls_back_to_previous(tmp_path, caplog, where):
     newest = max(records(scan), key=lambda r: r["seq"])
     g = scan["geometry"]
     if where == "payload":
-        offset = g["slots_offset"] + newest["slot"] * g["slot_size"] + g["table_bytes"] + newest["payload_len"] // 2
+        slot_start = g["slots_offset"] + newest["slot"] * (g["table_bytes"] + g["slot_size"])
+        offset = slot_start + g["table_bytes"] + newest["payload_len"] // 2
     else:
         offset = g["ring_offset"] + newest["index"] * 4096 + 20
     with open(path, "r+b") as f:
@@ -102,7 +103,7 @@ def test_corruption_falls_back_to_previous(tmp_path, caplog, where):
         loaded = load_checkpoint(path)
     assert loaded.step == 1 and _equal(loaded.state, _state(1))
     assert "skipping checkpoint at step 2" in caplog.text
-    assert ("chunk" if where == "payload" else "record") in caplog.text
+    assert ("chunk" if where == "payload" else "record checksum") in caplog.text
 
 
 def test_second_writer_is_refused(tmp_path):
