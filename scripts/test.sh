@@ -19,5 +19,5 @@ state=$(mktemp -d /tmp/pccheck-slurm.XXXXXX)
 trap 'scripts/local-slurm.sh stop "$state" || true' EXIT
 scripts/local-slurm.sh start "$state"
 export SLURM_CONF="$state/slurm.conf" PCCHECK_REQUIRE_SLURM=1
-tests/cpp/run.sh
+scripts/check-core.sh all
 pytest -m "" "$@"

@@ -1,6 +1,9 @@
 // CRC32C: known vectors, and every implementation agrees with the others.
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "check.h"
@@ -36,4 +39,32 @@ TEST(crc32c_paths_agree_and_chain) {
   uint32_t split = crc32c(buf.data() + 1000, buf.size() - 1000, crc32c_portable(buf.data(), 1000));
   CHECK_EQ(whole, split);
   CHECK(std::strlen(crc32c_impl()) > 0);
+}
+
+// Names the path crc32c() uses and checks both paths on a buffer. CI pins the
+// expected path with PCCHECK_EXPECT_CRC32C (e.g. "armv8-crc" under qemu), so a
+// run that silently fell back to the table code fails instead of passing.
+TEST(crc32c_dispatch_and_both_paths) {
+  const char* impl = crc32c_impl();
+  Crc32cFn hw = crc32c_hardware();
+  CHECK_EQ(hw != nullptr, std::strcmp(impl, "portable") != 0);
+  // Lengths around the hardware paths' internal block sizes (8-byte words, multi-stream
+  // stripes of up to 3 x 4 KiB), odd offsets, and a running CRC carried in.
+  std::vector<uint8_t> buf(4 * 3 * 4096 + 64);
+  for (size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<uint8_t>(i * 131u + (i >> 9) + 7u);
+  for (size_t len : {size_t{4099}, size_t{12287}, size_t{12288}, size_t{12289}, size_t{24576 + 17},
+                     size_t{3 * 12288 + 5}, buf.size() - 3}) {
+    for (size_t off : {0, 3}) {
+      for (uint32_t init : {0u, 0xDEADBEEFu}) {
+        uint32_t portable = crc32c_portable(buf.data() + off, len, init);
+        CHECK_EQ(crc32c(buf.data() + off, len, init), portable);
+        if (hw) CHECK_EQ(hw(buf.data() + off, len, init), portable);
+      }
+    }
+  }
+  std::printf("  crc32c_impl=%s hardware_path=%s portable_path=tested\n", impl, hw ? "tested" : "absent");
+  if (const char* want = std::getenv("PCCHECK_EXPECT_CRC32C"); want && *want) {
+    CHECK_EQ(std::string(impl), std::string(want));
+    CHECK(std::strcmp(want, "portable") == 0 || hw != nullptr);
+  }
 }
