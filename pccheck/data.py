@@ -20,8 +20,13 @@ _FANOUT = 4  # each synthetic token has this many likely successors
 class TokenSource:
     """Batch `position` is derived from a generator seeded with (seed, position) only."""
 
-    def __init__(self, seed: int, sequence_length: int, batch_size: int, dataset: Optional[str] = None) -> None:
+    def __init__(
+        self, seed: int, sequence_length: int, batch_size: int, dataset: Optional[str] = None, rank: int = 0, world: int = 1
+    ) -> None:
         self.seed = seed
+        # Data parallel: rank r of N reads batch `position * N + r`, so the ranks read disjoint batches and
+        # the position (the only state) is the same on every rank and survives a change of N.
+        self.rank, self.world = rank, world
         self.sequence_length = sequence_length
         self.batch_size = batch_size
         self.dataset = dataset
@@ -56,7 +61,7 @@ class TokenSource:
         return data[:, :-1].contiguous(), data[:, 1:].contiguous()
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = self.batch(self.position)
+        batch = self.batch(self.position * self.world + self.rank if self.world > 1 else self.position)
         self.position += 1
         return batch
 

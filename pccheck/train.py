@@ -17,9 +17,10 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from . import trainstate
+from . import distributed, trainstate
 from .checkpointing import CheckpointerLike, SaveHandle
 from .data import VOCAB, TokenSource
+from .distributed import Distributed
 from .errors import CheckpointError, UserError
 from .lossfile import LossFile
 from .model import GPT, ModelConfig
@@ -93,10 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def open_checkpointer(args: argparse.Namespace) -> Optional[CheckpointerLike]:
+def open_checkpointer(args: argparse.Namespace, dist: Optional[Distributed] = None) -> Optional[CheckpointerLike]:
     directory = Path(args.checkpoint_dir)
     if args.checkpointer == "none":
         return None
+    if dist is not None:  # one file per rank, one global commit (pccheck.sharded)
+        if args.checkpointer != "pccheck":
+            raise UserError(f"--checkpointer {args.checkpointer} does not support {dist.world_size} ranks: use pccheck (or none)")
+        from .sharded import ShardedCheckpointer
+
+        return ShardedCheckpointer(
+            directory, dist.comm, max_async=args.max_async, keep=args.keep, threads=args.writer_threads,
+            chunk_size=args.chunk_size, memory_budget=args.memory_budget, durability=args.durability,
+        )
     if args.checkpointer == "torchsave":
         from .torchsave import TorchSaveCheckpointer
 
@@ -133,10 +143,10 @@ def _deterministic(seed: int, threads: Optional[int]) -> None:
 class _Trainer:
     """Owns the live objects of one run and the step loop."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, dist: Optional[Distributed] = None) -> None:
         self.args = args
         _deterministic(args.seed, args.threads)
-        self.device = _device(args.device)
+        self.device = dist.device if dist is not None else _device(args.device)
         self.dtype = DTYPES[args.model_dtype]
         cfg = ModelConfig(
             vocab_size=VOCAB,
@@ -152,7 +162,12 @@ class _Trainer:
         )
         warmup = args.warmup_steps if args.warmup_steps is not None else max(1, args.training_steps // 10)
         self.scheduler = warmup_cosine(self.optimizer, warmup, args.training_steps)
-        self.data = TokenSource(args.seed, args.sequence_length, args.batch_size, args.dataset)
+        rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+        self.data = TokenSource(args.seed, args.sequence_length, args.batch_size, args.dataset, rank=rank, world=world)
+        self.forward: torch.nn.Module = self.model
+        if dist is not None:  # gradients averaged over ranks; the state stays self.model's (no "module." prefix)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     def state(self, step: int) -> dict[str, Any]:
         return trainstate.capture(step, self.model, self.optimizer, self.scheduler, self.data, self.dtype)
@@ -163,7 +178,7 @@ class _Trainer:
     def step(self, ckpt: Optional[CheckpointerLike]) -> float:
         self.model.train()
         x, y = (t.to(self.device, non_blocking=True) for t in self.data.next_batch())
-        loss = self.model(x, y)
+        loss = self.forward(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -203,20 +218,42 @@ def run(argv: Sequence[str], stop: Optional[StopPolicy] = None) -> RunResult:
     ckpt_dir = Path(args.checkpoint_dir)
     if args.load_checkpoint and args.checkpointer != "none" and not ckpt_dir.is_dir():
         raise UserError(f"checkpoint directory {ckpt_dir} does not exist; nothing to resume (drop --load-checkpoint to start fresh)")
-    trainer = _Trainer(args)
-    ckpt = open_checkpointer(args)
+    env = distributed.detect()
+    if env is None:
+        trainer = _Trainer(args)
+        ckpt = open_checkpointer(args)
+        try:
+            return _train(args, trainer, ckpt, stop)
+        finally:
+            if ckpt is not None:
+                ckpt.close()
+    if args.checkpointer == "torchsave":
+        raise UserError(f"--checkpointer torchsave does not support {env.world_size} ranks: use pccheck (or none)")
+    dist = distributed.setup(env, args.device)
     try:
-        return _train(args, trainer, ckpt, stop)
+        trainer = _Trainer(args, dist)
+        ckpt = open_checkpointer(args, dist)
+        try:
+            return _train(args, trainer, ckpt, stop, dist)
+        finally:
+            if ckpt is not None:
+                ckpt.close()
     finally:
-        if ckpt is not None:
-            ckpt.close()
+        dist.close()
 
 
-def _train(args: argparse.Namespace, trainer: _Trainer, ckpt: Optional[CheckpointerLike], stop: Optional[StopPolicy]) -> RunResult:
+def _train(
+    args: argparse.Namespace,
+    trainer: _Trainer,
+    ckpt: Optional[CheckpointerLike],
+    stop: Optional[StopPolicy],
+    dist: Optional[Distributed] = None,
+) -> RunResult:
     log = logging.getLogger("pccheck.train")
     resumed_from: Optional[int] = None
+    lead = dist is None or dist.rank == 0  # writes the loss and status files and the progress lines
     if ckpt is not None and args.load_checkpoint:
-        loaded = ckpt.load_latest()
+        loaded = ckpt.load_latest() if dist is not None or not _has_rank_sets(args) else _load_any(args)
         if loaded is None:
             log.warning("no valid checkpoint in %s: starting from step 0", args.checkpoint_dir)
         else:
@@ -224,9 +261,9 @@ def _train(args: argparse.Namespace, trainer: _Trainer, ckpt: Optional[Checkpoin
     start = resumed_from or 0
     if ckpt is not None and stop is None:
         stop = default_policy()
-    losses = LossFile(Path(args.loss_file), resumed_from) if args.loss_file else None
-    status = StatusFile(Path(args.status_file) if args.status_file else None)
-    progress = TrainProgress(args.training_steps, start)
+    losses = LossFile(Path(args.loss_file), resumed_from) if args.loss_file and lead else None
+    status = StatusFile(Path(args.status_file) if args.status_file and lead else None)
+    progress = TrainProgress(args.training_steps, start) if lead else _QuietProgress()
     if resumed_from is not None:
         progress.note(f"resumed from the checkpoint at step {resumed_from}")
     clock = _CheckpointClock()
@@ -243,6 +280,11 @@ def _train(args: argparse.Namespace, trainer: _Trainer, ckpt: Optional[Checkpoin
         clock.started(ckpt.save(at, trainer.state(at)), t0)  # type: ignore[union-attr]
         last_saved = at
 
+    def committed() -> Optional[int]:
+        if dist is not None:  # the global step: every rank has committed it
+            return ckpt.last_committed_step() if ckpt is not None else None
+        return clock.last_durable_step if clock.last_durable_step is not None else resumed_from
+
     def report(state: str, reason: str = "", force: bool = False) -> None:
         for durable in clock.poll():
             progress.checkpoint = f"durable@{durable} ({clock.last_seconds:.2f}s)"
@@ -250,7 +292,7 @@ def _train(args: argparse.Namespace, trainer: _Trainer, ckpt: Optional[Checkpoin
             force=force,
             step=step,
             training_steps=args.training_steps,
-            last_committed_step=clock.last_durable_step if clock.last_durable_step is not None else resumed_from,
+            last_committed_step=committed(),
             state=state,
             stop_reason=reason,
             step_seconds=step_seconds,
@@ -269,6 +311,11 @@ def _train(args: argparse.Namespace, trainer: _Trainer, ckpt: Optional[Checkpoin
                 ckpt.prepare(trainer.state(step))
             dt = time.monotonic() - t0
             step_seconds = dt if step_seconds == 0 else 0.8 * step_seconds + 0.2 * dt
+            if dist is not None:  # one decision for all ranks, the mean loss, the global commit
+                from .sharded import sync_step
+
+                local = stop.check(step_seconds, clock.last_seconds) if stop is not None else None
+                loss, agreed = sync_step(dist.comm, loss, local, ckpt)  # type: ignore[arg-type]
             if losses is not None:
                 losses.append(step, loss)
             if ckpt is not None and step % args.checkpoint_freq == 0:
@@ -278,22 +325,63 @@ def _train(args: argparse.Namespace, trainer: _Trainer, ckpt: Optional[Checkpoin
             if args.fail_at_step == step:
                 report("killed", force=True)
                 os.kill(os.getpid(), signal.SIGKILL)
-            reason = stop.check(step_seconds, clock.last_seconds) if stop is not None else None
+            if dist is not None:
+                reason = agreed
+            else:
+                reason = stop.check(step_seconds, clock.last_seconds) if stop is not None else None
             if reason is not None and step < args.training_steps:
                 if last_saved != step:
                     save(step)
                 ckpt.wait()  # type: ignore[union-attr]
                 report("stopped", reason, force=True)
                 progress.note(f"stopped after step {step} ({reason}); checkpoint at step {step} is durable")
-                return RunResult("stopped", step, reason, clock.last_durable_step, resumed_from)
+                return RunResult("stopped", step, reason, _final(dist, ckpt, clock), resumed_from)
         if ckpt is not None:
             ckpt.wait()
         report("completed", force=True)
-        return RunResult("completed", step, "", clock.last_durable_step, resumed_from)
+        return RunResult("completed", step, "", _final(dist, ckpt, clock), resumed_from)
     finally:
         progress.close()
         if losses is not None:
             losses.close()
+
+
+def _final(dist: Optional[Distributed], ckpt: Optional[CheckpointerLike], clock: _CheckpointClock) -> Optional[int]:
+    if dist is not None:
+        return ckpt.last_committed_step() if ckpt is not None else None
+    return clock.last_durable_step
+
+
+class _QuietProgress:
+    """Progress of ranks other than 0: their lines would repeat rank 0's."""
+
+    checkpoint = "-"
+
+    def note(self, message: str) -> None:
+        pass
+
+    def step(self, step: int, loss: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _has_rank_sets(args: argparse.Namespace) -> bool:
+    """A single process resuming in a directory that holds multi-rank checkpoint files."""
+    if args.checkpointer != "pccheck":
+        return False
+    from .sharded import list_files
+
+    return any(world > 1 for world, _, _ in list_files(args.checkpoint_dir))
+
+
+def _load_any(args: argparse.Namespace) -> Optional[Any]:
+    """The newest checkpoint over pccheck.ckpt and every multi-rank file set (N ranks -> 1)."""
+    from .distributed import Comm
+    from .sharded import recover
+
+    return recover(args.checkpoint_dir, Comm.single())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
