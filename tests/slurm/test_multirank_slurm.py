@@ -1,0 +1,46 @@
+"""A 2-task job (srun tasks, gloo) on the local Slurm: the wall-time limit stops both ranks at the same step,
+the job is requeued once per stop (same job id), resumes from the global step and ends with a loss file
+byte-identical to an uninterrupted 2-rank run."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from slurm_helpers import TINY, events, job_field, submit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from multirank_helpers import start, stderr, wait_all  # noqa: E402
+
+from pccheck.sharded import describe_run_dir  # noqa: E402
+
+pytestmark = pytest.mark.slurm
+
+STEPS = 1200  # 2 ranks of the tiny model, ~40 steps/s on 2 cores: several 1-minute starts (USR2 comes early here)
+
+
+def test_two_task_job_survives_walltime_requeue_byte_identical(slurm_cluster, tmp_path):
+    flags = [*TINY, "--training-steps", str(STEPS), "--checkpoint-freq", "100"]
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    ref = start([*flags, "--checkpointer", "none", "--loss-file", str(ref_dir / "loss.csv")], 2, ref_dir)
+    proc = submit(
+        ["--executor", "slurm", "--name", "mr", "--wait", "--time", "1", "--signal-lead", "15", "--deadline-margin", "30",
+         "--nodes", "1", "--ntasks-per-node", "2", "--steps", str(STEPS), "--freq", "100", "--checkpointer", "pccheck",
+         *TINY],
+        cwd=tmp_path, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert wait_all(ref) == [0, 0], stderr(ref_dir, 0)[-2000:]
+    run = tmp_path / "runs" / "mr"
+    ev = events(run)
+    job_id = ev[0]["job_id"]
+    assert int(job_field(job_id, "Restarts") or 0) >= 1
+    stops = [e for e in ev if e["event"] == "stop"]
+    requeues = [e for e in ev if e["event"] == "requeue"]
+    assert stops and len(requeues) == len(stops)  # one requeue per stop, by rank 0 only
+    assert {e["job_id"] for e in ev if e["event"] == "start"} == {job_id}
+    assert (run / "loss.csv").read_bytes() == (ref_dir / "loss.csv").read_bytes()
+    ckpt = next(p for p in run.rglob("pccheck.rank00000-of-00002.ckpt")).parent
+    desc = describe_run_dir(ckpt)
+    assert [s["world"] for s in desc["sets"]] == [2] and desc["global_step"] is not None
