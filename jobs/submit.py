@@ -24,6 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from pccheck.cli import OneLineParser, int_at_least
+
 from . import slurm
 from .job import EXIT_FAILURE, EXIT_OK, EXIT_REQUEUE, EXIT_USAGE, JobSpec, TrainingJob
 from .rundir import RunDir, tail_lines
@@ -31,11 +33,6 @@ from .rundir import RunDir, tail_lines
 LOCAL_DEFAULT_TIME_MIN = 7 * 24 * 60.0  # "no limit" for the local executor
 SLURM_DEFAULT_TIME_MIN = 60.0
 LOCAL_MAX_RUNS = 6  # submitit's local controller starts a task at most this many times
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _minutes(text: str) -> float:
@@ -48,18 +45,8 @@ def _minutes(text: str) -> float:
     return value
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="pccheck-submit",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -96,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--signal-lead", type=float, default=None,
                    help="seconds before the limit for the warning signal (USR2); must cover one step + one "
                    "checkpoint (default 90, at most a quarter of --time)")
-    s.add_argument("--max-requeues", type=_nonneg_int, default=10, help="requeues after time-limit stops (default %(default)s)")
-    s.add_argument("--max-preemptions", type=_nonneg_int, default=20,
+    s.add_argument("--max-requeues", type=int_at_least(0), default=10, help="requeues after time-limit stops (default %(default)s)")
+    s.add_argument("--max-preemptions", type=int_at_least(0), default=20,
                    help="requeues after preemption, scancel --signal, scontrol requeue (default %(default)s)")
     s.add_argument("--deadline-margin", type=float, default=None,
                    help="seconds kept free before the end time beyond one step + one checkpoint (default 20)")

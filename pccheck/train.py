@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from . import distributed, trainstate
+from .cli import OneLineParser, int_at_least
 from .checkpointing import CheckpointerLike, SaveHandle
 from .data import VOCAB, TokenSource
 from .distributed import Distributed
@@ -43,23 +44,11 @@ class RunResult:
     resumed_from: Optional[int]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not the usage block
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+_positive = int_at_least(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pccheck-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="pccheck-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     t = p.add_argument_group("training")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--training-steps", type=_positive, default=151)

@@ -65,10 +65,10 @@ def test_fresh_moves_old_state_aside(monkeypatch, tmp_path, capsys):
     (rd.path / "checkpoints").mkdir()
     (rd.path / "loss.csv").write_text("step,loss\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(submod.slurm, "controller_answers", lambda timeout=10.0: (False, "x"))
+    monkeypatch.setattr(submod.slurm, "controller_answers", lambda timeout=10.0: (True, ""))
     submitted = {}
     monkeypatch.setattr(submod, "_submit", lambda *a: submitted.setdefault("job", type("J", (), {"job_id": "1"})()))
-    rc = submod.main(["--fresh", "--steps", "5", "--checkpointer", "torchsave"])
+    rc = submod.main(["--fresh", "--steps", "5", "--checkpointer", "torchsave", "--executor", "slurm"])
     assert rc == 0 and submitted
     assert not (rd.path / "checkpoints").exists() and not (rd.path / "loss.csv").exists()
     assert any(p.name.startswith("checkpoints.old-") for p in rd.path.iterdir())
