@@ -37,7 +37,7 @@ def events(run: Path) -> list[dict]:
 @pytest.mark.slow
 def test_readme_main_command_without_slurm(tmp_path):
     """`pccheck-submit --steps 151 --freq 50` on a machine without Slurm: auto picks the local executor."""
-    proc = submit(["--steps", "151", "--freq", "50", "--wait"], cwd=tmp_path, env=NO_SLURM)
+    proc = submit(["--steps", "151", "--freq", "50"], cwd=tmp_path, env=NO_SLURM)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "executor: local" in proc.stderr
     run = tmp_path / "runs" / "pccheck"
