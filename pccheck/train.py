@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import torch
+# Set before torch loads MKL: with dynamic threading MKL may use fewer threads than asked when the machine
+# is busy, which changes the summation order and so the loss trace (seen once under load with 2 threads).
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+os.environ.setdefault("OMP_DYNAMIC", "FALSE")
+
+import torch  # noqa: E402
 
 from . import distributed, trainstate
 from .cli import OneLineParser, int_at_least
