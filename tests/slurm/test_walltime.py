@@ -7,9 +7,10 @@ from slurm_helpers import BASE, CHECKPOINTER, Reference, events, job_field, subm
 
 pytestmark = pytest.mark.slurm
 
-# ~35 s of training at ~0.075 s/step. The USR2 (lead 15 s) comes 15-75 s before the 1-minute limit, so it
-# may come too late to interrupt; the deadline (margin 30 s) stops each start by ~29 s at the latest.
-STEPS = 300
+# ~45 s of training at ~0.075 s/step (quiet machine; more under load), well past the ~30 s that each start
+# may run: the USR2 (lead 15 s) comes 15-75 s before the 1-minute limit, and the deadline (margin 30 s)
+# stops each start by ~29 s at the latest. So at least one requeue happens however fast the machine is.
+STEPS = 600
 
 
 def test_time_limit_requeue_completes_byte_identical(slurm_cluster, tmp_path):
