@@ -16,6 +16,7 @@ if [ "$all" = 0 ]; then
 fi
 
 state=$(mktemp -d /tmp/pccheck-slurm.XXXXXX)
+export PCCHECK_SLURM_STATE=$state                 # the tests' own calls of local-slurm.sh use it too
 trap 'scripts/local-slurm.sh stop "$state" >/dev/null || true' EXIT
 eval "$(scripts/local-slurm.sh start "$state")"   # prints: export SLURM_CONF=...
 export PCCHECK_REQUIRE_SLURM=1                    # Slurm tests fail instead of skipping
