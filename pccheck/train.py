@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--writer-threads", type=_positive, default=2, help="pccheck: writer threads")
     c.add_argument("--chunk-size", type=parse_size, default=parse_size("8M"), help="pccheck: write chunk (e.g. 8M)")
     c.add_argument("--memory-budget", type=parse_size, default=None, help="pccheck: staging memory (default: one state)")
-    c.add_argument("--durability", default=None, help="pccheck: fdatasync or direct (default: the core's)")
+    c.add_argument("--durability", choices=["auto", "fdatasync", "direct"], default=None,
+                   help="pccheck: direct = O_DIRECT + fdatasync, fdatasync = buffered + fdatasync, "
+                        "auto (default) = direct where the file system supports it")
     return p
 
 

@@ -21,6 +21,7 @@ def _one_line_error(proc, expected: str) -> None:
         (["--model-dtype", "fp8"], "invalid choice"),
         (["--no-such-flag"], "unrecognized arguments"),
         (["--chunk-size", "lots"], "is not a size"),
+        (["--durability", "sometimes"], "invalid choice"),
         (["--d-model", "30", "--n-heads", "4"], "not divisible"),
         (["--dataset", "/nonexistent/file.txt"], "is not a readable file"),
         (["--loss-file", "/nonexistent/dir/loss.csv"], "does not exist"),
