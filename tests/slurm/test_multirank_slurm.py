@@ -16,7 +16,9 @@ from pccheck.sharded import describe_run_dir  # noqa: E402
 
 pytestmark = pytest.mark.slurm
 
-STEPS = 1200  # 2 ranks of the tiny model, ~40 steps/s on 2 cores: several 1-minute starts (USR2 comes early here)
+# 2 ranks of the tiny model, 40-80 steps/s on 2 cores: 25-50 s of training. The deadline (margin 45 s) ends
+# each 1-minute start ~15 s after it began, so there are several starts however fast the machine is.
+STEPS = 2000
 
 
 def test_two_task_job_survives_walltime_requeue_byte_identical(slurm_cluster, tmp_path):
@@ -25,7 +27,7 @@ def test_two_task_job_survives_walltime_requeue_byte_identical(slurm_cluster, tm
     ref_dir.mkdir()
     ref = start([*flags, "--checkpointer", "none", "--loss-file", str(ref_dir / "loss.csv")], 2, ref_dir)
     proc = submit(
-        ["--executor", "slurm", "--name", "mr", "--wait", "--time", "1", "--signal-lead", "15", "--deadline-margin", "30",
+        ["--executor", "slurm", "--name", "mr", "--wait", "--time", "1", "--signal-lead", "15", "--deadline-margin", "45",
          "--nodes", "1", "--ntasks-per-node", "2", "--steps", str(STEPS), "--freq", "100", "--checkpointer", "pccheck",
          *TINY],
         cwd=tmp_path, timeout=1200,
