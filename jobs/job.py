@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import submitit
 
-from pccheck.stopping import AnyStop, DeadlineStop, SignalStop
+from pccheck.stopping import AnyStop, DeadlineStop, SignalStop, ignore_stop_signals
 
 from . import slurm
 from .rundir import RunDir, iter_starts
@@ -235,6 +235,8 @@ def run_job(spec: JobSpec) -> dict:
     except Exception as exc:  # a crash: never requeued (a crash at start would loop)
         log.error("training crashed:\n%s", traceback.format_exc())
         _finish(rd, common, "failed", EXIT_FAILURE, f"training crashed: {type(exc).__name__}: {exc}")
+    finally:
+        ignore_stop_signals()  # the outcome is decided: a late USR2/TERM must not kill the exit
     stopped_at = time.time()
 
     if result.status == "completed":
@@ -372,7 +374,10 @@ def _run_other_rank(spec: JobSpec, signals: SignalStop) -> dict:
     from pccheck import train
 
     argv = list(spec.trainer_argv)
-    result = train.run(argv, stop=AnyStop(signals))
+    try:
+        result = train.run(argv, stop=AnyStop(signals))
+    finally:
+        ignore_stop_signals()
     if result.status != "completed":
         sys.exit(EXIT_REQUEUE)
     return {"status": "completed", "step": result.step}

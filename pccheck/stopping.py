@@ -34,6 +34,21 @@ class StopPolicy(Protocol):
         """None to go on; otherwise the reason to checkpoint and stop now."""
 
 
+#: submitit's warning signal and the time-limit/preemption signal
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+
+def ignore_stop_signals(signals: Iterable[signal.Signals] = STOP_SIGNALS) -> None:
+    """Once the outcome is decided (done, or stopped with a durable checkpoint), ignore further stop signals.
+
+    Python's finalization resets every Python-level handler to SIG_DFL, so a USR2 that Slurm sends
+    (up to a minute early or late) while the process exits would kill it by signal and turn "stopped,
+    requeue me" (75) into a failed job. SIG_IGN survives finalization; Slurm's SIGKILL still ends a hang.
+    """
+    for sig in signals:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class SignalStop:
     """Turns the listed signals (default: submitit's USR2, and SIGTERM from time limit/preemption) into a flag.
 
@@ -42,7 +57,7 @@ class SignalStop:
     forwards, requeue kills follow a stop: none of them may interrupt the checkpoint in progress).
     """
 
-    def __init__(self, signals: Iterable[signal.Signals] = (signal.SIGUSR2, signal.SIGTERM)) -> None:
+    def __init__(self, signals: Iterable[signal.Signals] = STOP_SIGNALS) -> None:
         self.received: Optional[signal.Signals] = None
         self.received_at: Optional[float] = None
         self.count = 0

@@ -34,7 +34,7 @@ from .progress import TrainProgress
 from .schedule import warmup_cosine
 from .sizes import parse_size
 from .status import StatusFile
-from .stopping import StopPolicy, default_policy
+from .stopping import StopPolicy, default_policy, ignore_stop_signals
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REQUEUE = 0, 1, 2, 75
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -392,6 +392,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    finally:
+        ignore_stop_signals()  # the exit code is decided: a late USR2/TERM must not turn it into a kill
     return EXIT_OK if result.status == "completed" else EXIT_REQUEUE
 
 

@@ -1,6 +1,7 @@
-"""Shared fixtures: loss files of uninterrupted reference runs."""
+"""Shared fixtures: loss files of uninterrupted reference runs; signal dispositions restored per test."""
 from __future__ import annotations
 
+import signal
 from typing import Sequence
 
 import pytest
@@ -22,3 +23,12 @@ def reference_losses(tmp_path_factory: pytest.TempPathFactory):
         return cache[key]
 
     return get
+
+
+@pytest.fixture(autouse=True)
+def restore_stop_handlers():
+    """Tests that run the trainer or a job in-process change USR2/TERM handling; children would inherit SIG_IGN."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)

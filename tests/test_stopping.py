@@ -3,23 +3,20 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from pccheck import stopping
+from trainer_helpers import SMALL
 from pccheck.stopping import AnyStop, DeadlineStop, SignalStop, _parse_slurm_time, job_end_time
 
 
-@pytest.fixture
-def restore_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM)}
-    yield
-    for s, h in saved.items():
-        signal.signal(s, h)
-
-
-def test_signal_only_sets_a_flag(restore_handlers):
+def test_signal_only_sets_a_flag():
     stop = SignalStop()
     assert stop.check(0.1, 0.1) is None
     os.kill(os.getpid(), signal.SIGUSR2)
@@ -92,7 +89,7 @@ def test_parse_slurm_time():
     assert _parse_slurm_time("12.5") == 12.5
 
 
-def test_any_stop_reports_which_fired(restore_handlers):
+def test_any_stop_reports_which_fired():
     sig = SignalStop()
     d = DeadlineStop(end_time=10.0, margin_s=0.0, clock=Clock(0.0))
     anyp = AnyStop(sig, d)
@@ -102,6 +99,28 @@ def test_any_stop_reports_which_fired(restore_handlers):
     assert anyp.find(SignalStop) is sig
 
 
-def test_default_policy_has_signal_and_deadline(restore_handlers):
+def test_default_policy_has_signal_and_deadline():
     p = stopping.default_policy()
     assert isinstance(p, AnyStop) and p.find(SignalStop) and p.find(DeadlineStop)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
+def test_late_signal_does_not_kill_a_decided_exit(tmp_path: Path, sig: signal.Signals):
+    """Slurm's USR2 can land while a trainer that already stopped on its deadline exits (CI saw exit 140):
+    the exit code must stay 75, though Python's finalization resets handlers."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PCCHECK_JOB_END_TIME": str(time.time() + 1)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pccheck.train", *SMALL, "--training-steps", "50", "--checkpoint-freq", "10",
+         "--checkpointer", "pccheck", "--checkpoint-dir", str(tmp_path / "ck")],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    for line in proc.stderr:  # the trainer has decided once it says so
+        if "stopped after step" in line:
+            break
+    sent = 0
+    while proc.poll() is None:  # signals all the way through its exit, finalization included
+        os.kill(proc.pid, sig)
+        sent += 1
+        time.sleep(0.0002)
+    rest = proc.stderr.read()
+    assert proc.returncode == 75, f"exit {proc.returncode} after {sent} signals: {rest[-2000:]}"
