@@ -7,7 +7,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional, Sequence
 
 import pytest
 
@@ -31,11 +32,28 @@ def submit(args: Sequence[str], cwd: Path, env: Optional[dict] = None, timeout: 
     return proc
 
 
-def start_submit(args: Sequence[str], cwd: Path, env: Optional[dict] = None) -> subprocess.Popen:
-    return subprocess.Popen(
+@contextmanager
+def following(args: Sequence[str], cwd: Path, env: Optional[dict] = None) -> Iterator[subprocess.Popen]:
+    """`pccheck-submit ARGS` (with --wait) in the background while the test interrupts the job; killed
+    if the test fails before it ends."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "pccheck.jobs.submit", *args],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
     )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def succeeded(proc: subprocess.Popen, timeout: float) -> str:
+    """Waits for a `following` process, prints the end of its output and asserts it exited 0."""
+    out, _ = proc.communicate(timeout=timeout)
+    print(out[-4000:])
+    assert proc.returncode == 0, out[-3000:]
+    return out
 
 
 class Reference:

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from slurm_helpers import CHECKPOINTER, TINY, Reference, events, job_field, start_submit, status, wait_for
+from slurm_helpers import CHECKPOINTER, TINY, Reference, events, following, job_field, status, succeeded, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -30,14 +30,11 @@ def _interrupt(kind: str, job_id: str) -> None:
 def test_interrupts_at_arbitrary_moments(slurm_cluster, tmp_path, rng):
     flags = [*TINY, "--training-steps", str(STEPS), "--checkpoint-freq", "1"]
     ref = Reference(flags, tmp_path / "ref")
-    follower = start_submit(
-        ["--executor", "slurm", "--name", "preempt", "--wait", "--time", "20", "--checkpointer", CHECKPOINTER, *flags],
-        cwd=tmp_path,
-    )
     run = tmp_path / "runs" / "preempt"
     kinds = ["scontrol requeue", "USR2", "TERM", "high partition"]
     rng.shuffle(kinds)
-    try:
+    with following(["--executor", "slurm", "--name", "preempt", "--wait", "--time", "20",
+                    "--checkpointer", CHECKPOINTER, *flags], cwd=tmp_path) as follower:
         for n, kind in enumerate(kinds):
             # wait for the n-th start to be training, then interrupt after a random delay
             wait_for(lambda: len([e for e in events(run) if e["event"] == "first_step"]) > n, 120, f"start #{n} training")
@@ -49,12 +46,7 @@ def test_interrupts_at_arbitrary_moments(slurm_cluster, tmp_path, rng):
             _interrupt(kind, job_id)
             wait_for(lambda: len([e for e in events(run) if e["event"] in ("requeue", "final")]) > n, 60,
                      f"the job to requeue after {kind}")
-        out, _ = follower.communicate(timeout=600)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-    print(out[-4000:])
-    assert follower.returncode == 0, out[-3000:]
+        succeeded(follower, timeout=600)
     ev = events(run)
     stops = [e for e in ev if e["event"] == "stop"]
     assert len(stops) == len(kinds) and all(s["kind"] == "preemption" for s in stops), stops

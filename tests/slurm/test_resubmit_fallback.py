@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 
 import pytest
-from slurm_helpers import CHECKPOINTER, TINY, Reference, events, start_submit, wait_for
-import subprocess
+from slurm_helpers import CHECKPOINTER, TINY, Reference, events, following, succeeded, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -29,19 +29,13 @@ def test_refused_requeue_falls_back_to_dependent_job(slurm_cluster, tmp_path):
     flags = [*TINY, "--training-steps", str(STEPS), "--checkpoint-freq", "10"]
     ref = Reference(flags, tmp_path / "ref")
     env = {"PATH": f"{fake_dir}:{os.environ['PATH']}"}  # sbatch exports it into the job
-    follower = start_submit(["--executor", "slurm", "--name", "fallback", "--wait", "--time", "10",
-                             "--checkpointer", CHECKPOINTER, *flags], cwd=tmp_path, env=env)
     run = tmp_path / "runs" / "fallback"
-    try:
+    with following(["--executor", "slurm", "--name", "fallback", "--wait", "--time", "10",
+                    "--checkpointer", CHECKPOINTER, *flags], cwd=tmp_path, env=env) as follower:
         wait_for(lambda: [e for e in events(run) if e["event"] == "first_step"], 120, "training to start")
         first = [e for e in events(run) if e["event"] == "start"][0]["job_id"]
         subprocess.run(["scancel", "--signal=USR2", first], check=True)
-        out, _ = follower.communicate(timeout=400)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-    print(out[-4000:])
-    assert follower.returncode == 0, out[-3000:]
+        succeeded(follower, timeout=400)
     ev = events(run)
     req = [e for e in ev if e["event"] == "requeue"]
     assert len(req) == 1 and req[0]["how"] == "resubmitted" and "presently disabled" in req[0]["detail"]
