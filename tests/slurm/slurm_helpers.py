@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -54,6 +56,21 @@ def succeeded(proc: subprocess.Popen, timeout: float) -> str:
     print(out[-4000:])
     assert proc.returncode == 0, out[-3000:]
     return out
+
+
+def steps_lasting(seconds: float, flags: Sequence[str], directory: Path, probe_steps: int = 200) -> int:
+    """How many training steps with `flags` take at least `seconds` on this machine, measured by a short
+    run alone (the job later shares the cores with its reference run, so it is slower, never faster)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pccheck.train", *flags, "--training-steps", str(probe_steps), "--checkpointer", "none",
+         "--loss-file", str(directory / "probe.csv")],
+        cwd=directory, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, f"probe run failed:\n{proc.stderr[-3000:]}"
+    rates = re.findall(rf"step {probe_steps}/{probe_steps} .* ([0-9.]+) steps/s", proc.stderr)
+    assert rates, f"no rate in the probe's output:\n{proc.stderr[-3000:]}"
+    return math.ceil(float(rates[-1]) * seconds)
 
 
 class Reference:
