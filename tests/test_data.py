@@ -14,7 +14,7 @@ def test_position_restore_is_o1_and_exact():
     b = TokenSource(seed=3, sequence_length=16, batch_size=2)
     t0 = time.perf_counter()
     b.load_state_dict({**a.state_dict(), "position": 10**9})
-    assert time.perf_counter() - t0 < 0.01  # no replay of a billion batches
+    assert time.perf_counter() - t0 < 1.0  # a replay of a billion batches would take hours
     b.load_state_dict(a.state_dict())
     x1, y1 = a.next_batch()
     x2, y2 = b.next_batch()

@@ -602,12 +602,10 @@ def _big(directory: Path, nbytes: int, chunk: int) -> Path:
 def test_overview_reads_headers_not_the_payload(tmp_path):
     path = _big(tmp_path, 64 << 20, 1 << 20)
     before = _rchar()
-    t0 = time.perf_counter()
     doc = inspect(Options(str(path)))
-    elapsed = time.perf_counter() - t0
     read = _rchar() - before
     assert doc["exit_status"] == 0 and doc["state"]["tensor_bytes"] == 64 << 20
-    assert read < 2 << 20 and elapsed < 1.0  # the ring, one table and the header's 1 MiB chunk
+    assert read < 2 << 20  # the ring, one table and the header's 1 MiB chunk
     before = _rchar()
     doc = inspect(Options(str(path), verify=True))
     assert doc["checkpoints"][0]["verified"] and _rchar() - before >= 64 << 20

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 from slurm_helpers import ROOT
@@ -16,10 +15,8 @@ def test_status_and_idempotent_start(slurm_cluster):
     if st.returncode != 0:
         pytest.skip(f"the running Slurm was not started by scripts/local-slurm.sh with the default state dir:\n{st.stdout}")
     assert "slurmctld: running" in st.stdout and "export SLURM_CONF=" in st.stdout
-    t0 = time.monotonic()
     again = subprocess.run([SCRIPT, "start"], capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "already running" in again.stderr
-    assert time.monotonic() - t0 < 5
     assert again.stdout.strip().startswith("export SLURM_CONF=")
 
 
