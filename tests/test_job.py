@@ -17,10 +17,10 @@ ENV_VARS = ["SLURM_JOB_ID", "SLURM_PROCID", "SLURM_RESTART_COUNT", "SUBMITIT_EXE
 
 
 @pytest.fixture(autouse=True)
-def clean(monkeypatch):
+def clean(monkeypatch) -> None:
+    """No Slurm/submitit variables from the environment the tests run in (conftest restores signal handlers)."""
     for v in ENV_VARS:
         monkeypatch.delenv(v, raising=False)
-    yield  # conftest restores the signal handlers
 
 
 def spec(tmp_path, **kw) -> JobSpec:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pccheck import stopping
-from trainer_helpers import SMALL
 from pccheck.stopping import AnyStop, DeadlineStop, SignalStop, _parse_slurm_time, job_end_time
+from trainer_helpers import SMALL
 
 
 def test_signal_only_sets_a_flag():

@@ -8,8 +8,8 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import pytest
