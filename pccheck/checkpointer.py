@@ -6,6 +6,7 @@ One preallocated file per writer: `<directory>/pccheck.ckpt` (see docs/format.md
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -78,6 +79,9 @@ class Checkpointer:
         self.block = block
         self._store: Optional[_core.Store] = None
         self._staged: Optional[StagedCopier] = None
+        self.last_saved_step: Optional[int] = None
+        self._timed: list[tuple[PendingCheckpoint, float]] = []  # saves in flight and when they began
+        self._durable_seconds: Optional[float] = None
 
     # -- writing ---------------------------------------------------------------------------------
     def prepare(self, state: Mapping[str, Any]) -> None:
@@ -118,6 +122,14 @@ class Checkpointer:
 
     def save_encoded(self, step: int, enc: payload.Encoded) -> PendingCheckpoint:
         """save() of a payload already encoded: `enc.header`, then the bytes of `enc.tensors`, in order."""
+        t0 = time.monotonic()
+        handle = self._save_encoded(step, enc)
+        self.last_saved_step = step
+        if handle.seq is not None:
+            self._timed.append((handle, t0))
+        return handle
+
+    def _save_encoded(self, step: int, enc: payload.Encoded) -> PendingCheckpoint:
         if self._store is None:
             self._open(enc)
         store = self._store
@@ -153,6 +165,19 @@ class Checkpointer:
             self._store.wait(None, None)
         except _core.CoreError as exc:
             raise CheckpointError(f"checkpoint failed: {exc}") from None
+
+    def durable_seconds(self) -> Optional[float]:
+        """Seconds from save() to durable of the newest checkpoint that has become durable (None before)."""
+        for handle, t0 in list(self._timed):
+            try:
+                finished = handle.done()
+            except CheckpointError:  # reported by wait() and the next save()
+                finished = True
+            if finished:
+                self._timed.remove((handle, t0))
+                if handle.outcome == "committed":
+                    self._durable_seconds = time.monotonic() - t0
+        return self._durable_seconds
 
     def last_committed_step(self) -> Optional[int]:
         if self._store is not None:

@@ -24,6 +24,8 @@ class SaveHandle(Protocol):
 
 
 class CheckpointerLike(Protocol):
+    last_saved_step: Optional[int]  # the step of the newest save() call
+
     def prepare(self, state: Mapping[str, Any]) -> None:
         """Reserves storage for states shaped like `state`, so a full disk fails at start, not mid-training."""
 
@@ -40,6 +42,9 @@ class CheckpointerLike(Protocol):
         """The newest checkpoint that verifies, or None when there is none; every skip is reported."""
 
     def last_committed_step(self) -> Optional[int]: ...
+
+    def durable_seconds(self) -> Optional[float]:
+        """Seconds from save() to durable of the newest durable checkpoint (the deadline check uses it)."""
 
     def close(self) -> None: ...
 

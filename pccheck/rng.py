@@ -1,7 +1,7 @@
 """Capture and restore every random generator a training step may touch (python, numpy, torch CPU, CUDA).
 
 The captured form holds only tensors, ints, floats, strings and lists, so both checkpointers can store it
-without pickle.
+without pickle: put `rng_state()` into the state you save, and `set_rng_state(state["rng"])` on resume.
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 
-def capture() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """The state of every generator: python's, numpy's global one, torch's CPU one and every CUDA device's."""
     version, mt, gauss = random.getstate()
     np_state = np.random.get_state(legacy=False)
     state: dict[str, Any] = {
@@ -31,7 +32,8 @@ def capture() -> dict[str, Any]:
     return state
 
 
-def restore(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restores what rng_state() captured (CUDA states only where CUDA is available)."""
     py = state["python"]
     random.setstate((int(py["version"]), tuple(int(x) for x in py["state"]), py["gauss"]))
     npst = state["numpy"]

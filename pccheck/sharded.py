@@ -35,7 +35,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -49,7 +49,6 @@ log = logging.getLogger("pccheck.sharded")
 
 PART_MAGIC = b"PCCKPRT1"
 PART_FORMAT = "pccheck.part.v1"
-LOCAL_KEYS = ("rng",)  # per-rank parts of the trainer's state; the rest is replicated
 _RANK_RE = re.compile(r"^pccheck\.rank(\d{5})-of-(\d{5})\.ckpt$")
 _BLOCK = 4096
 
@@ -79,10 +78,10 @@ def split_range(total: int, rank: int, world: int) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------- part payload
 
 
-def split_state(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(replicated, local) parts of a trainer state."""
-    replicated = {k: v for k, v in state.items() if k not in LOCAL_KEYS}
-    local = {k: v for k, v in state.items() if k in LOCAL_KEYS}
+def split_state(state: Mapping[str, Any], local_keys: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(replicated, local) parts of a state: the top-level keys in `local_keys` differ between ranks."""
+    replicated = {k: v for k, v in state.items() if k not in local_keys}
+    local = {k: v for k, v in state.items() if k in local_keys}
     return replicated, local
 
 
@@ -116,8 +115,9 @@ class EncodedPart:
     total: int  # length of the replicated stream
 
 
-def encode_part(state: Mapping[str, Any], *, rank: int, world: int, step: int, run: str) -> EncodedPart:
-    replicated, local = split_state(state)
+def encode_part(state: Mapping[str, Any], *, rank: int, world: int, step: int, run: str,
+                local_keys: Sequence[str] = ()) -> EncodedPart:
+    replicated, local = split_state(state, local_keys)
     full = payload.encode(replicated)
     local_bytes = _materialize(payload.encode(local))
     begin, end = split_range(full.nbytes, rank, world)
@@ -478,9 +478,11 @@ class ShardedCheckpointer:
         memory_budget: Optional[int] = None,
         durability: Optional[str] = None,
         run: Optional[str] = None,
+        local_keys: Sequence[str] = (),
     ) -> None:
         self.directory = Path(directory)
         self.comm = comm
+        self.local_keys = tuple(local_keys)
         self.rank, self.world = comm.rank, comm.world_size
         if self.world < 2:  # one process writes pccheck.ckpt, a plain safetensors stream: Checkpointer
             raise ValueError("ShardedCheckpointer needs 2 or more ranks; use pccheck.checkpointer.Checkpointer")
@@ -497,6 +499,7 @@ class ShardedCheckpointer:
         self._saves: list[PendingCheckpoint] = []  # this launch's saves newer than global_step
         self._retired = False
         self.waits_for_global = 0  # saves that had to wait for the global commit (slot retention)
+        self.last_saved_step: Optional[int] = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def load_latest(self) -> Optional[Recovered]:
@@ -521,7 +524,7 @@ class ShardedCheckpointer:
         self._retired = True
 
     def _encode(self, step: int, state: Mapping[str, Any]) -> EncodedPart:
-        return encode_part(state, rank=self.rank, world=self.world, step=step, run=self.run)
+        return encode_part(state, rank=self.rank, world=self.world, step=step, run=self.run, local_keys=self.local_keys)
 
     def prepare(self, state: Mapping[str, Any]) -> None:
         self._retire(None)
@@ -536,6 +539,7 @@ class ShardedCheckpointer:
             _die_in_commit(self, step, part.enc)
         handle = self.inner.save_encoded(step, part.enc)
         self._saves.append(handle)
+        self.last_saved_step = step
         return handle
 
     def before_update(self) -> None:
@@ -548,6 +552,9 @@ class ShardedCheckpointer:
 
     def last_committed_step(self) -> Optional[int]:
         return self.global_step
+
+    def durable_seconds(self) -> Optional[float]:
+        return self.inner.durable_seconds()
 
     def close(self) -> None:
         self.inner.close()
@@ -614,8 +621,10 @@ class ShardedCheckpointer:
             self._saves = [h for h in self._saves if h.step > newest]
 
     def exchange(self) -> None:
-        """Collective: learns the global step without anything else to exchange."""
-        sync_step(self.comm, 0.0, None, self)
+        """Collective, at a step boundary (main thread, pccheck's gloo group): every rank's commit state in
+        one all-reduce of a few float64s (log2(N) latency, whatever N); the global step moves on."""
+        flags = self.commit_flags()
+        self.apply(self.comm.allreduce_f64([0.0, *flags], "min")[1:])
 
 
 def _die_in_commit(ckpt: ShardedCheckpointer, step: int, enc: payload.Encoded) -> None:
@@ -646,29 +655,7 @@ def _die_in_commit(ckpt: ShardedCheckpointer, step: int, enc: payload.Encoded) -
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def sync_step(
-    comm: Comm, loss: float, reason: Optional[str], ckpt: Optional[ShardedCheckpointer]
-) -> tuple[float, Optional[str]]:
-    """The one exchange of a step boundary (main thread, pccheck's gloo group): the loss averaged over
-    ranks (the same reduction order in every run: deterministic), the stop decision (any rank's reason stops all), and
-    every rank's commit state (the global step moves on). Two all-reduces of a few float64s: log2(N)
-    latency each, whatever N."""
-    flags = ckpt.commit_flags() if ckpt is not None else []
-    (total,) = comm.allreduce_f64([float(loss)], "sum")
-    mins = comm.allreduce_f64([0.0 if reason is not None else 1.0, *flags], "min")
-    mean = total / comm.world_size
-    if ckpt is not None:
-        ckpt.apply(mins[1:])
-    if mins[0] >= 1:
-        return mean, None
-    reasons = comm.allgather_json(reason)  # once, when a rank wants to stop: who and why
-    if reason is None:
-        first = next(i for i, r in enumerate(reasons) if r is not None)
-        reason = f"rank {first}: {reasons[first]}"
-    return mean, reason
-
-
 __all__ = [
     "ShardedCheckpointer", "describe_run_dir", "recover", "retire_newer", "rank_file_name", "parse_file_name",
-    "encode_part", "parse_part", "sync_step", "analyze", "explain",
+    "encode_part", "parse_part", "analyze", "explain",
 ]

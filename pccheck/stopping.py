@@ -4,11 +4,11 @@ Signal handlers only set a flag (saving inside a handler can hang or capture a h
 the trainer then checkpoints at the next step boundary, waits until durable, and exits for requeue.
 
 Two reasons to stop are built in:
-- SignalStop: submitit's warning signal (SIGUSR2, `--signal=USR2@lead`) and SIGTERM (time limit,
-  preemption, scancel).
-- DeadlineStop: the job knows its own end time (SLURM_JOB_END_TIME on Slurm >= 23.02, else
-  `squeue -h -j $SLURM_JOB_ID -o %e`, or PCCHECK_JOB_END_TIME) and stops by itself when the time
-  left drops below the measured checkpoint time + one step + a margin. Slurm checks time limits and
+- SignalStop: the stop signal (PCCHECK_STOP_SIGNAL, default SIGUSR2: Slurm's `--signal=USR2@lead` and
+  pccheck-submit's stop request) and SIGTERM (time limit, preemption, scancel).
+- DeadlineStop: the job knows its own end time (PCCHECK_END_TIME from pccheck-submit, SLURM_JOB_END_TIME
+  on Slurm >= 23.02, else `squeue -h -j $SLURM_JOB_ID -o %e`) and stops by itself when the time left
+  drops below the measured checkpoint time + one step + a margin. Slurm checks time limits and
   `--signal` only every 30-60 s, so the warning signal can come late or early; the deadline does not.
 """
 from __future__ import annotations
@@ -23,10 +23,9 @@ from datetime import datetime
 from types import FrameType
 from typing import Callable, Iterable, Optional, Protocol, Union
 
-log = logging.getLogger("pccheck.stopping")
+from . import contract
 
-#: default safety margin (seconds) on top of one checkpoint + one step; env PCCHECK_DEADLINE_MARGIN overrides
-DEFAULT_MARGIN_S = 20.0
+log = logging.getLogger("pccheck.stopping")
 
 
 class StopPolicy(Protocol):
@@ -34,34 +33,35 @@ class StopPolicy(Protocol):
         """None to go on; otherwise the reason to checkpoint and stop now."""
 
 
-#: submitit's warning signal and the time-limit/preemption signal
-STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The stop signal of the contract (PCCHECK_STOP_SIGNAL, default SIGUSR2) and SIGTERM."""
+    return tuple(dict.fromkeys((contract.stop_signal(), signal.SIGTERM)))
 
 
-def ignore_stop_signals(signals: Iterable[signal.Signals] = STOP_SIGNALS) -> None:
+def ignore_stop_signals(signals: Optional[Iterable[signal.Signals]] = None) -> None:
     """Once the outcome is decided (done, or stopped with a durable checkpoint), ignore further stop signals.
 
     Python's finalization resets every Python-level handler to SIG_DFL, so a USR2 that Slurm sends
     (up to a minute early or late) while the process exits would kill it by signal and turn "stopped,
     requeue me" (75) into a failed job. SIG_IGN survives finalization; Slurm's SIGKILL still ends a hang.
     """
-    for sig in signals:
+    for sig in stop_signals() if signals is None else signals:
         signal.signal(sig, signal.SIG_IGN)
 
 
 class SignalStop:
-    """Turns the listed signals (default: submitit's USR2, and SIGTERM from time limit/preemption) into a flag.
+    """Turns the listed signals (default: the stop signal and SIGTERM, see stop_signals) into a flag.
 
     The handler only records the first signal and when it came (`received`, `received_at`, wall clock);
     later signals are counted in `count` and otherwise ignored (Slurm sends SIGCONT+SIGTERM, srun
     forwards, requeue kills follow a stop: none of them may interrupt the checkpoint in progress).
     """
 
-    def __init__(self, signals: Iterable[signal.Signals] = STOP_SIGNALS) -> None:
+    def __init__(self, signals: Optional[Iterable[signal.Signals]] = None) -> None:
         self.received: Optional[signal.Signals] = None
         self.received_at: Optional[float] = None
         self.count = 0
-        self.signals = tuple(signals)
+        self.signals = stop_signals() if signals is None else tuple(signals)
         self.install()
 
     def install(self) -> None:
@@ -117,11 +117,13 @@ def squeue_end_time(job_id: str, timeout_s: float = 10.0) -> Optional[float]:
 def job_end_time(environ: Optional[dict] = None, query_squeue: bool = True) -> tuple[Optional[float], str]:
     """(end time as epoch seconds or None, where it came from).
 
-    Order: PCCHECK_JOB_END_TIME (set by pccheck's local executor or by hand), SLURM_JOB_END_TIME
-    (Slurm >= 23.02), `squeue -o %e` for SLURM_JOB_ID.
+    Order: PCCHECK_END_TIME (set by pccheck-submit's job wrapper, or by hand; "none": no deadline),
+    SLURM_JOB_END_TIME (Slurm >= 23.02), `squeue -o %e` for SLURM_JOB_ID.
     """
     env = os.environ if environ is None else environ
-    for name in ("PCCHECK_JOB_END_TIME", "SLURM_JOB_END_TIME"):
+    if env.get(contract.END_TIME, "").strip().lower() == contract.NO_END_TIME:
+        return None, contract.END_TIME  # the job wrapper says: stop on signals only
+    for name in (contract.END_TIME, "SLURM_JOB_END_TIME"):
         value = _parse_slurm_time(env.get(name, ""))
         if value is not None and value > 0:
             return value, name
@@ -154,7 +156,7 @@ class DeadlineStop:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if margin_s is None:
-            margin_s = float(os.environ.get("PCCHECK_DEADLINE_MARGIN", DEFAULT_MARGIN_S))
+            margin_s = float(os.environ.get(contract.DEADLINE_MARGIN, contract.DEFAULT_DEADLINE_MARGIN_S))
         self.margin_s = margin_s
         self.refresh_s = refresh_s
         self.min_checkpoint_s = min_checkpoint_s
@@ -232,8 +234,3 @@ class AnyStop:
 
     def find(self, kind: type) -> Optional[StopPolicy]:
         return next((p for p in self.policies if isinstance(p, kind)), None)
-
-
-def default_policy() -> StopPolicy:
-    """SIGUSR2/SIGTERM handlers plus the job's deadline (when it has one)."""
-    return AnyStop(SignalStop(), DeadlineStop())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -32,11 +33,15 @@ class TorchSaveCheckpointer:
         self.directory = Path(directory)
         self.keep = keep
         self._last: Optional[int] = None
+        self.last_saved_step: Optional[int] = None
+        self._durable_seconds: Optional[float] = None
 
     def prepare(self, state: Mapping[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def save(self, step: int, state: Mapping[str, Any]) -> DoneHandle:
+        t0 = time.monotonic()
+        self.last_saved_step = step
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / _checkpoint_name(step)
         tmp = self.directory / f".{final.name}.tmp-{os.getpid()}"
@@ -52,23 +57,16 @@ class TorchSaveCheckpointer:
             raise
         self._last = step
         self._prune()
+        self._durable_seconds = time.monotonic() - t0
         return DoneHandle(step)
 
+    def durable_seconds(self) -> Optional[float]:
+        return self._durable_seconds
+
     def _prune(self) -> None:
-        for _, path in self._checkpoints()[self.keep :]:
+        for _, path in checkpoints(self.directory)[self.keep :]:
             path.unlink(missing_ok=True)
         fsync_dir(self.directory)
-
-    def _checkpoints(self) -> list[tuple[int, Path]]:
-        """Committed checkpoints, newest first (temporary files are never candidates)."""
-        if not self.directory.is_dir():
-            return []
-        found = []
-        for path in self.directory.iterdir():
-            m = _NAME.match(path.name)
-            if m:
-                found.append((int(m.group(1)), path))
-        return sorted(found, reverse=True)
 
     def before_update(self) -> None:
         pass
@@ -78,12 +76,12 @@ class TorchSaveCheckpointer:
 
     def last_committed_step(self) -> Optional[int]:
         if self._last is None:
-            newest = self._checkpoints()
+            newest = checkpoints(self.directory)
             return newest[0][0] if newest else None
         return self._last
 
     def load_latest(self) -> Optional[Loaded]:
-        for step, path in self._checkpoints():
+        for step, path in checkpoints(self.directory):
             problem = verify(path)
             if problem is None:
                 try:
@@ -97,6 +95,18 @@ class TorchSaveCheckpointer:
 
     def close(self) -> None:
         pass
+
+
+def checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the committed checkpoints in `directory`, newest first (temporary files never count)."""
+    if not Path(directory).is_dir():
+        return []
+    found = []
+    for path in Path(directory).iterdir():
+        m = _NAME.match(path.name)
+        if m:
+            found.append((int(m.group(1)), path))
+    return sorted(found, reverse=True)
 
 
 def verify(path: Path) -> Optional[str]:

@@ -28,7 +28,7 @@ stamp="$venv/.pccheck-build"
 digest=$(cat pyproject.toml setup.py csrc/* 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ] || ! "$venv/bin/python" -c "import pccheck._core" 2>/dev/null; then
   "${pip[@]}" "setuptools>=64" "pybind11>=2.12" wheel
-  "${pip[@]}" --no-build-isolation -e ".[test]"
+  "${pip[@]}" --no-build-isolation -e ".[all,test]"
   echo "$digest" > "$stamp"
 fi
 echo "pccheck is installed in $venv (activate with: . $venv/bin/activate)" >&2

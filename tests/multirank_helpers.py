@@ -35,12 +35,12 @@ def rank_env(rank: int, world: int, port: int, extra: Optional[dict] = None) -> 
 
 def start(args: Sequence[str], world: int, cwd: Path, extra_env: Optional[dict] = None,
           argv: Optional[Sequence[str]] = None) -> list[subprocess.Popen]:
-    """Starts `world` ranks of `python -m pccheck.train args` (or of `argv`); stderr to cwd/rank<i>.err."""
+    """Starts `world` ranks of `python -m pccheck.demo args` (or of `argv`); stderr to cwd/rank<i>.err."""
     port = free_port()
     procs = []
     for rank in range(world):
         err = open(cwd / f"rank{rank}.err", "w")
-        cmd = list(argv) if argv is not None else [sys.executable, "-m", "pccheck.train", *args]
+        cmd = list(argv) if argv is not None else [sys.executable, "-m", "pccheck.demo", *args]
         procs.append(subprocess.Popen(cmd, cwd=cwd, env=rank_env(rank, world, port, extra_env),
                                       stdout=subprocess.DEVNULL, stderr=err))
         err.close()

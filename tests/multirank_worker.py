@@ -63,7 +63,7 @@ def main() -> int:
     comm = dist.comm if dist else Comm.single()
     try:
         if mode == "save":
-            ck = ShardedCheckpointer(directory, comm, max_async=2, keep=2, chunk_size=64 << 10)
+            ck = ShardedCheckpointer(directory, comm, max_async=2, keep=2, chunk_size=64 << 10, local_keys=("rng",))
             for step in (7, 8):
                 ck.prepare(make_state(step, comm.rank))
                 ck.save(step, make_state(step, comm.rank))

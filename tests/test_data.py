@@ -4,7 +4,7 @@ import time
 
 import torch
 
-from pccheck.data import TokenSource
+from pccheck.demo.data import TokenSource
 
 
 def test_position_restore_is_o1_and_exact():

@@ -203,7 +203,7 @@ def test_trainer_checkpoint_summary(tmp_path, capsys):
     """The real trainer's state: step, optimizer and scheduler, RNGs, data position and config."""
     flags = ["--checkpointer", "pccheck", "--checkpoint-dir", str(tmp_path / "ck"), "--training-steps", "4",
              "--checkpoint-freq", "2", "--sequence-length", "16", "--batch-size", "2", "--threads", "1"]
-    proc = subprocess.run([sys.executable, "-m", "pccheck.train", *flags], cwd=tmp_path, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "pccheck.demo", *flags], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     status, out, _ = call(capsys, str(tmp_path / "ck"), "--json", "--verify")

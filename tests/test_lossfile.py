@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pccheck.lossfile import LossFile
+from pccheck.demo.lossfile import LossFile
 
 
 def test_rows_round_trip_exactly_and_resume_cuts_back(tmp_path):

@@ -72,12 +72,12 @@ def test_torchrun_launch_matches_hand_launch(tmp_path, reference_2rank):
     if not torchrun.exists():
         pytest.skip("torchrun not installed")
     proc = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "pccheck.train", *_flags(tmp_path), "--fail-at-step", "70"],
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "pccheck.demo", *_flags(tmp_path), "--fail-at-step", "70"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode != 0
     proc = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "pccheck.train", *_flags(tmp_path), "--load-checkpoint"],
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "pccheck.demo", *_flags(tmp_path), "--load-checkpoint"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -49,7 +49,7 @@ def test_deadline_unmeasured_checkpoint_uses_minimum():
 
 
 def test_deadline_unknown_end_never_stops(monkeypatch):
-    for name in ("PCCHECK_JOB_END_TIME", "SLURM_JOB_END_TIME", "SLURM_JOB_ID"):
+    for name in ("PCCHECK_END_TIME", "SLURM_JOB_END_TIME", "SLURM_JOB_ID"):
         monkeypatch.delenv(name, raising=False)
     d = DeadlineStop()
     assert d.check(1.0, 1.0) is None and d.end_time is None
@@ -75,8 +75,8 @@ def test_deadline_query_failure_never_stops():
 def test_end_time_sources(monkeypatch):
     env = {"SLURM_JOB_END_TIME": "1700000000"}
     assert job_end_time(env, query_squeue=False) == (1700000000.0, "SLURM_JOB_END_TIME")
-    env = {"PCCHECK_JOB_END_TIME": "123", "SLURM_JOB_END_TIME": "456"}
-    assert job_end_time(env, query_squeue=False) == (123.0, "PCCHECK_JOB_END_TIME")
+    env = {"PCCHECK_END_TIME": "123", "SLURM_JOB_END_TIME": "456"}
+    assert job_end_time(env, query_squeue=False) == (123.0, "PCCHECK_END_TIME")
     assert job_end_time({}, query_squeue=False) == (None, "none")
     monkeypatch.setattr(stopping, "squeue_end_time", lambda job_id: 99.0 if job_id == "42" else None)
     assert job_end_time({"SLURM_JOB_ID": "42"}) == (99.0, "squeue")
@@ -99,18 +99,13 @@ def test_any_stop_reports_which_fired():
     assert anyp.find(SignalStop) is sig
 
 
-def test_default_policy_has_signal_and_deadline():
-    p = stopping.default_policy()
-    assert isinstance(p, AnyStop) and p.find(SignalStop) and p.find(DeadlineStop)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
 def test_late_signal_does_not_kill_a_decided_exit(tmp_path: Path, sig: signal.Signals):
     """Slurm's USR2 can land while a trainer that already stopped on its deadline exits (CI saw exit 140):
     the exit code must stay 75, though Python's finalization resets handlers."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PCCHECK_JOB_END_TIME": str(time.time() + 1)}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PCCHECK_END_TIME": str(time.time() + 1)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pccheck.train", *SMALL, "--training-steps", "50", "--checkpoint-freq", "10",
+        [sys.executable, "-m", "pccheck.demo", *SMALL, "--training-steps", "50", "--checkpoint-freq", "10",
          "--checkpointer", "pccheck", "--checkpoint-dir", str(tmp_path / "ck")],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )

@@ -17,7 +17,7 @@ NO_SLURM = {"SLURM_CONF": "/nonexistent/slurm.conf"}  # no controller answers
 
 
 def submit(args, cwd: Path, env=None, timeout=600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "pccheck.jobs.submit", *args], cwd=cwd, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "pccheck.launcher.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
     sys.stderr.write(proc.stderr[-5000:])
     return proc
@@ -25,7 +25,7 @@ def submit(args, cwd: Path, env=None, timeout=600) -> subprocess.CompletedProces
 
 def reference(flags, d: Path) -> bytes:
     d.mkdir()
-    subprocess.run([sys.executable, "-m", "pccheck.train", *flags, "--checkpointer", "none", "--loss-file",
+    subprocess.run([sys.executable, "-m", "pccheck.demo", *flags, "--checkpointer", "none", "--loss-file",
                     str(d / "loss.csv")], cwd=d, check=True, capture_output=True, timeout=600)
     return (d / "loss.csv").read_bytes()
 

@@ -41,7 +41,7 @@ def test_sigkill_from_outside_then_resume_is_bit_exact(tmp_path, reference_losse
     flags = _flags(tmp_path, checkpointer, "fp32")
     status = tmp_path / "status.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pccheck.train", *flags, "--status-file", str(status)],
+        [sys.executable, "-m", "pccheck.demo", *flags, "--status-file", str(status)],
         cwd=tmp_path, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120

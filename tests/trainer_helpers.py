@@ -12,9 +12,9 @@ SMALL = ["--sequence-length", "32", "--batch-size", "4", "--n-layers", "2", "--t
 
 
 def train(args: Sequence[str], cwd: Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs `python -m pccheck.train args` and returns the finished process (stderr captured)."""
+    """Runs `python -m pccheck.demo args` and returns the finished process (stderr captured)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pccheck.train", *args],
+        [sys.executable, "-m", "pccheck.demo", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

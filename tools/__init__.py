@@ -1,1 +1,1 @@
-"""Command-line tools: pccheck-inspect, pccheck-validate, pccheck-bench."""
+"""Command-line tools: pccheck-inspect (checkpoint inspection) and pccheck-bench (benchmarks)."""

@@ -34,7 +34,8 @@ def synthetic_state(nbytes: int, tensor_bytes: int = 64 * MiB) -> dict[str, Any]
 
 def model_state(d_model: int, n_layers: int, sequence_length: int) -> dict[str, Any]:
     """The trainer's real state (GPT model + AdamW moments + scheduler, data position, RNGs) after one step."""
-    from pccheck.train import _Trainer, build_parser
+    from pccheck.demo.flags import build_parser
+    from pccheck.demo.train import _Trainer
 
     args = build_parser().parse_args(
         ["--checkpointer", "none", "--d-model", str(d_model), "--n-layers", str(n_layers),

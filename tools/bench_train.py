@@ -1,4 +1,4 @@
-"""pccheck-bench, training side: steps per second of the real trainer (pccheck.train.run, the same trainer for
+"""pccheck-bench, training side: steps per second of the real trainer (pccheck.demo.train.run, the same trainer for
 every checkpointer) with no checkpoint, and with a checkpoint every 10 and every 50 steps.
 
 Runs in a child process (`python -m pccheck.tools.bench_train SPEC.json`) so that the benchmark's own
@@ -28,20 +28,23 @@ CONFIGS = [("none", 0), ("pccheck", 10), ("torchsave", 10), ("pccheck", 50), ("t
 
 
 class _Clock:
-    """A StopPolicy that never stops: it only notes when the first step ended."""
+    """In place of the trainer's StopRequest: never stops, only notes when the first step ended."""
 
     def __init__(self) -> None:
         self.first: Optional[float] = None
 
-    def check(self, step_seconds: float, checkpoint_seconds: float) -> Optional[str]:
+    def check(self, step: int) -> Optional[str]:
         if self.first is None:
             self.first = time.perf_counter()
         return None
 
+    def completed(self, step: int) -> None:
+        pass
+
 
 def _one_run(kind: str, freq: int, steps: int, workdir: Path, extra: list[str], base: list[str]) -> dict[str, Any]:
     from pccheck.tools.bench_io import PeakRSS
-    from pccheck.train import run
+    from pccheck.demo.train import run
 
     ckdir = workdir / f"{kind}-{freq}"
     shutil.rmtree(ckdir, ignore_errors=True)

@@ -21,7 +21,7 @@ def resume_is_bit_exact(device: str, dtype: str, work: Path) -> bool:
 
     def run(d: Path, *extra: str) -> int:
         d.mkdir(parents=True, exist_ok=True)
-        return subprocess.run([sys.executable, "-m", "pccheck.train", *flags, "--checkpoint-dir", str(d / "ckpt"),
+        return subprocess.run([sys.executable, "-m", "pccheck.demo", *flags, "--checkpoint-dir", str(d / "ckpt"),
                                "--loss-file", str(d / "loss.csv"), *extra], stderr=subprocess.DEVNULL).returncode
 
     ref, res = work / f"{dtype}-ref", work / f"{dtype}-resumed"

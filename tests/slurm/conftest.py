@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pccheck.jobs import slurm as slurm_util
+from pccheck.launcher import slurm as slurm_util
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "local-slurm.sh"

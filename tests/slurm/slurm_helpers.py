@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import pytest
 
-from pccheck.jobs import slurm as slurm_util
+from pccheck.launcher import slurm as slurm_util
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTER = os.environ.get("PCCHECK_TEST_CHECKPOINTER", "pccheck")
@@ -27,7 +27,7 @@ TINY = ["--sequence-length", "32", "--batch-size", "4", "--n-layers", "2", "--th
 def submit(args: Sequence[str], cwd: Path, env: Optional[dict] = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Runs `pccheck-submit args` (as python -m) and returns the finished process."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pccheck.jobs.submit", *args],
+        [sys.executable, "-m", "pccheck.launcher.cli", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
     )
     sys.stderr.write(proc.stderr[-6000:])
@@ -39,7 +39,7 @@ def following(args: Sequence[str], cwd: Path, env: Optional[dict] = None) -> Ite
     """`pccheck-submit ARGS` (with --wait) in the background while the test interrupts the job; killed
     if the test fails before it ends."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pccheck.jobs.submit", *args],
+        [sys.executable, "-m", "pccheck.launcher.cli", *args],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
     )
     try:
@@ -63,7 +63,7 @@ def steps_lasting(seconds: float, flags: Sequence[str], directory: Path, probe_s
     run alone (the job later shares the cores with its reference run, so it is slower, never faster)."""
     directory.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "pccheck.train", *flags, "--training-steps", str(probe_steps), "--checkpointer", "none",
+        [sys.executable, "-m", "pccheck.demo", *flags, "--training-steps", str(probe_steps), "--checkpointer", "none",
          "--loss-file", str(directory / "probe.csv")],
         cwd=directory, capture_output=True, text=True, timeout=600,
     )
@@ -80,7 +80,7 @@ class Reference:
         directory.mkdir(parents=True, exist_ok=True)
         self.loss = directory / "loss.csv"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pccheck.train", *flags, "--checkpointer", "none", "--loss-file", str(self.loss)],
+            [sys.executable, "-m", "pccheck.demo", *flags, "--checkpointer", "none", "--loss-file", str(self.loss)],
             cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
 

@@ -1,8 +1,6 @@
-"""pccheck-train: trains a GPT-style language model with pluggable checkpointing and bit-exact resume.
-
-Exit status: 0 all steps done; 75 stopped at a step boundary after a durable checkpoint (requeue me);
-2 a user error (one line on stderr); 1 any other failure.
-"""
+"""pccheck-train: the demo trainer (flags and exit status: demo/flags.py). A client of the library like any user
+script: pccheck.Checkpointer (or the torch.save baseline) for the state, pccheck.StopRequest for the stop
+protocol of docs/jobs.md."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -22,22 +19,23 @@ os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 
 import torch  # noqa: E402
 
-from . import distributed, trainstate
-from .cli import OneLineParser, int_at_least
-from .checkpointing import CheckpointerLike, SaveHandle
+from pccheck import contract, distributed
+from pccheck.checkpointing import CheckpointerLike
+from pccheck.distributed import Distributed
+from pccheck.errors import CheckpointError, UserError
+from pccheck.loop import _FROM_ENV, StopRequest
+from pccheck.sharded import ShardedCheckpointer
+from pccheck.stopping import ignore_stop_signals
+
+from . import flags, trainstate
 from .data import VOCAB, TokenSource
-from .distributed import Distributed
-from .errors import CheckpointError, UserError
 from .lossfile import LossFile
 from .model import GPT, ModelConfig
 from .progress import TrainProgress
 from .schedule import warmup_cosine
-from .sizes import parse_size
-from .status import StatusFile
-from .stopping import StopPolicy, default_policy, ignore_stop_signals
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REQUEUE = 0, 1, 2, 75
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+log = logging.getLogger("pccheck.train")
+DTYPES = {name: getattr(torch, attr) for name, attr in flags.DTYPES.items()}
 
 
 @dataclass
@@ -49,47 +47,6 @@ class RunResult:
     resumed_from: Optional[int]
 
 
-_positive = int_at_least(1)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="pccheck-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t = p.add_argument_group("training")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--training-steps", type=_positive, default=151)
-    t.add_argument("--batch-size", type=_positive, default=8)
-    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
-    t.add_argument("--warmup-steps", type=int, default=None, help="default: 10%% of --training-steps")
-    t.add_argument("--weight-decay", type=float, default=0.1)
-    t.add_argument("--dataset", default=None, help="a local text file (byte tokens); default: synthetic stream from --seed")
-    t.add_argument("--loss-file", default=None, help="CSV `step,loss`, one row per completed step")
-    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--threads", type=_positive, default=None, help="torch intra-op threads (default: torch's choice)")
-    t.add_argument("--fail-at-step", type=_positive, default=None, help="SIGKILL this process right after step N")
-    t.add_argument("--status-file", default=None, help="JSON progress file for followers (pccheck-submit)")
-    m = p.add_argument_group("model")
-    m.add_argument("--model-dtype", choices=sorted(DTYPES), default="fp32")
-    m.add_argument("--sequence-length", type=_positive, default=128)
-    m.add_argument("--d-model", type=_positive, default=None, help="model dimension (default: the sequence length)")
-    m.add_argument("--n-layers", type=_positive, default=2)
-    m.add_argument("--n-heads", type=_positive, default=4)
-    m.add_argument("--dropout", type=float, default=0.1)
-    c = p.add_argument_group("checkpointing")
-    c.add_argument("--checkpointer", choices=["none", "torchsave", "pccheck"], default="pccheck")
-    c.add_argument("--checkpoint-dir", default="checkpoints")
-    c.add_argument("--checkpoint-freq", type=_positive, default=50, help="checkpoint every N steps")
-    c.add_argument("--load-checkpoint", action="store_true", help="resume from the newest valid checkpoint")
-    c.add_argument("--keep", type=_positive, default=2, help="committed checkpoints kept")
-    c.add_argument("--max-async", type=_positive, default=2, help="pccheck: checkpoints in flight at once")
-    c.add_argument("--writer-threads", type=_positive, default=2, help="pccheck: writer threads")
-    c.add_argument("--chunk-size", type=parse_size, default=parse_size("8M"), help="pccheck: write chunk (e.g. 8M)")
-    c.add_argument("--memory-budget", type=parse_size, default=None, help="pccheck: staging memory (default: one state)")
-    c.add_argument("--durability", choices=["auto", "fdatasync", "direct"], default=None,
-                   help="pccheck: direct = O_DIRECT + fdatasync, fdatasync = buffered + fdatasync, "
-                        "auto (default) = direct where the file system supports it")
-    return p
-
-
 def open_checkpointer(args: argparse.Namespace, dist: Optional[Distributed] = None) -> Optional[CheckpointerLike]:
     directory = Path(args.checkpoint_dir)
     if args.checkpointer == "none":
@@ -97,17 +54,16 @@ def open_checkpointer(args: argparse.Namespace, dist: Optional[Distributed] = No
     if dist is not None:  # one file per rank, one global commit (pccheck.sharded)
         if args.checkpointer != "pccheck":
             raise UserError(f"--checkpointer {args.checkpointer} does not support {dist.world_size} ranks: use pccheck (or none)")
-        from .sharded import ShardedCheckpointer
-
         return ShardedCheckpointer(
             directory, dist.comm, max_async=args.max_async, keep=args.keep, threads=args.writer_threads,
             chunk_size=args.chunk_size, memory_budget=args.memory_budget, durability=args.durability,
+            local_keys=("rng",),  # the RNG states differ between ranks on GPUs; the rest is replicated
         )
     if args.checkpointer == "torchsave":
-        from .torchsave import TorchSaveCheckpointer
+        from pccheck.torchsave import TorchSaveCheckpointer
 
         return TorchSaveCheckpointer(directory, keep=args.keep)
-    from .checkpointer import Checkpointer
+    from pccheck.checkpointer import Checkpointer
 
     return Checkpointer(
         directory,
@@ -185,32 +141,9 @@ class _Trainer:
         return float(loss.item())
 
 
-class _CheckpointClock:
-    """Measures save-to-durable time of the checkpoints in flight (used for deadline decisions)."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[SaveHandle, float]] = []
-        self.last_seconds = 0.0
-        self.last_durable_step: Optional[int] = None
-
-    def started(self, handle: SaveHandle, t0: float) -> None:
-        self.pending.append((handle, t0))
-
-    def poll(self) -> list[int]:
-        """Steps that became durable since the last poll."""
-        became = []
-        for handle, t0 in list(self.pending):
-            if handle.done():
-                self.pending.remove((handle, t0))
-                self.last_seconds = time.monotonic() - t0
-                became.append(handle.step)
-                self.last_durable_step = max(handle.step, self.last_durable_step or 0)
-        return became
-
-
-def run(argv: Sequence[str], stop: Optional[StopPolicy] = None) -> RunResult:
+def run(argv: Sequence[str], stop: Optional[StopRequest] = None) -> RunResult:
     """Trains as `pccheck-train argv` would; raises UserError for user errors."""
-    args = build_parser().parse_args(list(argv))
+    args = flags.build_parser().parse_args(list(argv))
     ckpt_dir = Path(args.checkpoint_dir)
     if args.load_checkpoint and args.checkpointer != "none" and not ckpt_dir.is_dir():
         raise UserError(f"checkpoint directory {ckpt_dir} does not exist; nothing to resume (drop --load-checkpoint to start fresh)")
@@ -242,12 +175,11 @@ def _train(
     args: argparse.Namespace,
     trainer: _Trainer,
     ckpt: Optional[CheckpointerLike],
-    stop: Optional[StopPolicy],
+    stop: Optional[StopRequest],
     dist: Optional[Distributed] = None,
 ) -> RunResult:
-    log = logging.getLogger("pccheck.train")
     resumed_from: Optional[int] = None
-    lead = dist is None or dist.rank == 0  # writes the loss and status files and the progress lines
+    lead = dist is None or dist.rank == 0  # writes the loss file and the progress lines
     if ckpt is not None and args.load_checkpoint:
         loaded = ckpt.load_latest() if dist is not None or not _has_rank_sets(args) else _load_any(args)
         if loaded is None:
@@ -255,97 +187,60 @@ def _train(
         else:
             resumed_from = trainer.restore(loaded.state)
     start = resumed_from or 0
-    if ckpt is not None and stop is None:
-        stop = default_policy()
+    if stop is None:
+        stop = StopRequest(ckpt, total_steps=args.training_steps, status_file=args.status_file or _FROM_ENV)
     losses = LossFile(Path(args.loss_file), resumed_from) if args.loss_file and lead else None
-    status = StatusFile(Path(args.status_file) if args.status_file and lead else None)
     progress = TrainProgress(args.training_steps, start) if lead else _QuietProgress()
     if resumed_from is not None:
         progress.note(f"resumed from the checkpoint at step {resumed_from}")
-    clock = _CheckpointClock()
-    step_seconds = 0.0
-    last_saved: Optional[int] = None
     step = start
-
-    def save(at: int) -> None:
-        nonlocal last_saved
-        if losses is not None:
-            losses.sync()
-        progress.checkpoint = f"saving@{at}"
-        t0 = time.monotonic()
-        clock.started(ckpt.save(at, trainer.state(at)), t0)  # type: ignore[union-attr]
-        last_saved = at
-
-    def committed() -> Optional[int]:
-        if dist is not None:  # the global step: every rank has committed it
-            return ckpt.last_committed_step() if ckpt is not None else None
-        return clock.last_durable_step if clock.last_durable_step is not None else resumed_from
-
-    def report(state: str, reason: str = "", force: bool = False) -> None:
-        for durable in clock.poll():
-            progress.checkpoint = f"durable@{durable} ({clock.last_seconds:.2f}s)"
-        status.update(
-            force=force,
-            step=step,
-            training_steps=args.training_steps,
-            last_committed_step=committed(),
-            state=state,
-            stop_reason=reason,
-            step_seconds=step_seconds,
-            checkpoint_seconds=clock.last_seconds,
-        )
-
     try:
-        report("running", force=True)
         while step < args.training_steps:
-            t0 = time.monotonic()
             loss = trainer.step(ckpt)
             step += 1
             if ckpt is not None and step == start + 1:
                 # After one step the state is complete (AdamW creates its moments lazily): reserve the
                 # checkpoint storage now, so a disk too small fails here and not at the first checkpoint.
                 ckpt.prepare(trainer.state(step))
-            dt = time.monotonic() - t0
-            step_seconds = dt if step_seconds == 0 else 0.8 * step_seconds + 0.2 * dt
-            if dist is not None:  # one decision for all ranks, the mean loss, the global commit
-                from .sharded import sync_step
-
-                local = stop.check(step_seconds, clock.last_seconds) if stop is not None else None
-                loss, agreed = sync_step(dist.comm, loss, local, ckpt)  # type: ignore[arg-type]
+            if dist is not None:  # the mean loss of all ranks; the global commit moves on
+                loss = dist.comm.allreduce_f64([loss], "sum")[0] / dist.world_size
+                if isinstance(ckpt, ShardedCheckpointer):
+                    ckpt.exchange()
             if losses is not None:
                 losses.append(step, loss)
             if ckpt is not None and step % args.checkpoint_freq == 0:
-                save(step)
+                _save(ckpt, step, trainer, losses)
+            progress.checkpoint = _checkpoint_note(ckpt)
             progress.step(step, loss)
-            report("running")
             if args.fail_at_step == step:
-                report("killed", force=True)
                 os.kill(os.getpid(), signal.SIGKILL)
-            if dist is not None:
-                reason = agreed
-            else:
-                reason = stop.check(step_seconds, clock.last_seconds) if stop is not None else None
+            reason = stop.check(step)
             if reason is not None and step < args.training_steps:
-                if last_saved != step:
-                    save(step)
-                ckpt.wait()  # type: ignore[union-attr]
-                report("stopped", reason, force=True)
-                progress.note(f"stopped after step {step} ({reason}); checkpoint at step {step} is durable")
-                return RunResult("stopped", step, reason, _final(dist, ckpt, clock), resumed_from)
-        if ckpt is not None:
-            ckpt.wait()
-        report("completed", force=True)
-        return RunResult("completed", step, "", _final(dist, ckpt, clock), resumed_from)
+                if ckpt is not None and ckpt.last_saved_step != step:
+                    _save(ckpt, step, trainer, losses)
+                committed = stop.stopped(step)  # logs "stopped after step N (...); checkpoint at step S is durable"
+                return RunResult("stopped", step, reason, committed, resumed_from)
+        stop.completed(step)
+        committed = ckpt.last_committed_step() if ckpt is not None else None
+        return RunResult("completed", step, "", committed, resumed_from)
     finally:
         progress.close()
         if losses is not None:
             losses.close()
 
 
-def _final(dist: Optional[Distributed], ckpt: Optional[CheckpointerLike], clock: _CheckpointClock) -> Optional[int]:
-    if dist is not None:
-        return ckpt.last_committed_step() if ckpt is not None else None
-    return clock.last_durable_step
+def _save(ckpt: CheckpointerLike, step: int, trainer: _Trainer, losses: Optional[LossFile]) -> None:
+    if losses is not None:  # the loss rows never lag a committed step
+        losses.sync()
+    ckpt.save(step, trainer.state(step))
+
+
+def _checkpoint_note(ckpt: Optional[CheckpointerLike]) -> str:
+    if ckpt is None or ckpt.last_saved_step is None:
+        return "-"
+    seconds = ckpt.durable_seconds()
+    committed = ckpt.last_committed_step()
+    return f"durable@{committed} ({seconds:.2f}s)" if seconds is not None else f"saving@{ckpt.last_saved_step}"
 
 
 class _QuietProgress:
@@ -367,15 +262,15 @@ def _has_rank_sets(args: argparse.Namespace) -> bool:
     """A single process resuming in a directory that holds multi-rank checkpoint files."""
     if args.checkpointer != "pccheck":
         return False
-    from .sharded import list_files
+    from pccheck.sharded import list_files
 
     return any(world > 1 for world, _, _ in list_files(args.checkpoint_dir))
 
 
 def _load_any(args: argparse.Namespace) -> Optional[Any]:
     """The newest checkpoint over pccheck.ckpt and every multi-rank file set (N ranks -> 1)."""
-    from .distributed import Comm
-    from .sharded import recover
+    from pccheck.distributed import Comm
+    from pccheck.sharded import recover
 
     return recover(args.checkpoint_dir, Comm.single())
 
@@ -386,15 +281,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = run(sys.argv[1:] if argv is None else argv)
     except CheckpointError as exc:
         print(f"pccheck-train: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return contract.EXIT_FAILURE
     except UserError as exc:
         print(f"pccheck-train: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return contract.EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     finally:
         ignore_stop_signals()  # the exit code is decided: a late USR2/TERM must not turn it into a kill
-    return EXIT_OK if result.status == "completed" else EXIT_REQUEUE
+    return contract.EXIT_OK if result.status == "completed" else contract.EXIT_REQUEUE
 
 
 if __name__ == "__main__":

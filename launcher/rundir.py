@@ -1,13 +1,13 @@
 """The run directory: everything about one training run, keyed on the run's name (not on a job id).
 
     runs/<name>/
-      submission.json   what pccheck-submit submitted last (executor, job id, submission id, argv)
-      events.jsonl      lifecycle records written by the job: start, first_step, stop, requeue, final
+      submission.json   what pccheck-submit submitted last (executor, job id, submission id, command)
+      events.jsonl      lifecycle records written by the job wrapper: start, first_step, stop, requeue, final
       job.log           the job wrapper's log, appended across restarts and resubmissions
-      status.json       the trainer's progress (rewritten atomically every step or so)
-      loss.csv          default --loss-file
-      checkpoints/      default --checkpoint-dir
-      submitit/         submitit's folder: <jobid>_0_log.out (appended across requeues), pickles
+      status.json       the command's progress, from the loop helpers (PCCHECK_STATUS_FILE)
+      checkpoints/      the default PCCHECK_CHECKPOINT_DIR
+      loss.csv          the demo trainer's loss file (default command only)
+      submitit/         submitit's folder: <jobid>_0_log.out (the command's output, appended across requeues)
 
 A requeued job keeps its Slurm job id; a dependent resubmission gets a new one. Both find the run
 through this directory, so logs, checkpoints and budgets carry over.
@@ -18,7 +18,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 EVENTS = "events.jsonl"
 STATUS = "status.json"
@@ -53,6 +53,10 @@ class RunDir:
     @property
     def submitit_dir(self) -> Path:
         return self.path / SUBMITIT
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINTS
 
     def create(self) -> "RunDir":
         self.path.mkdir(parents=True, exist_ok=True)
@@ -122,5 +126,12 @@ def tail_lines(path: Path, n: int, max_bytes: int = 64 * 1024) -> list[str]:
     return [line for line in lines if line.strip()][-n:]
 
 
-def iter_starts(events: list[dict]) -> Iterator[dict]:
-    return (e for e in events if e.get("event") == "start")
+def current_job_id(events: list[dict], default: str) -> str:
+    """The job that runs the command now: the newest start's job id, or a resubmission made after it."""
+    job_id = default
+    for e in events:
+        if e.get("event") == "start" and e.get("job_id"):
+            job_id = str(e["job_id"])
+        elif e.get("new_job_id"):
+            job_id = str(e["new_job_id"])
+    return job_id

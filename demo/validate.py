@@ -18,7 +18,7 @@ console = Console(stderr=True)
 
 
 def _run(flags: list[str], cwd: Path) -> int:
-    return subprocess.run([sys.executable, "-m", "pccheck.train", *flags], cwd=cwd, stderr=subprocess.DEVNULL).returncode
+    return subprocess.run([sys.executable, "-m", "pccheck.demo", *flags], cwd=cwd, stderr=subprocess.DEVNULL).returncode
 
 
 def _read(path: Path) -> list[tuple[int, float]]:

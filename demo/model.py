@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import UserError
+from pccheck.errors import UserError
 
 
 @dataclass(frozen=True)

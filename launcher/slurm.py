@@ -139,9 +139,13 @@ def resubmit_dependent(job_id: str, submitit_dir: Path, job_name: Optional[str] 
     return new_id, f"resubmitted as job {new_id} (--dependency=afterany:{job_id})"
 
 
-def cancel(job_id: str) -> None:
-    if shutil.which("scancel"):
-        try:
-            _run(["scancel", str(job_id)])
-        except (OSError, subprocess.SubprocessError):
-            pass
+def kill_wait() -> Optional[float]:
+    """Slurm's KillWait: seconds from the SIGTERM of a time limit or requeue to the SIGKILL (None if unknown)."""
+    if shutil.which("scontrol") is None:
+        return None
+    try:
+        out = _run(["scontrol", "show", "config"], shielded=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"^KillWait\s*=\s*(\d+)", out.stdout, re.MULTILINE)
+    return float(m.group(1)) if m else None

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Optional, TextIO
 
-from .errors import UserError
+from pccheck.errors import UserError
 
 HEADER = "step,loss\n"
 

@@ -35,7 +35,7 @@ class TrainProgress:
 
     def note(self, message: str) -> None:
         """An event worth a line of its own (checkpoint committed, resumed, stopping)."""
-        self.console.print(f"[pccheck] {message}", highlight=False, markup=False)
+        self.console.print(f"[pccheck] {message}", highlight=False, markup=False, soft_wrap=True)  # one line, even in a log file
 
     def step(self, step: int, loss: float) -> None:
         done = step - self.start_step

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from . import rng
+from pccheck import rng
 from .data import TokenSource
-from .errors import UserError
+from pccheck.errors import UserError
 from .model import GPT
 
 
@@ -32,7 +32,7 @@ def capture(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "data": data.state_dict(),
-        "rng": rng.capture(),
+        "rng": rng.rng_state(),
         "config": fingerprint(model, dtype),
     }
 
@@ -56,5 +56,5 @@ def restore(
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     data.load_state_dict(state["data"])
-    rng.restore(state["rng"])
+    rng.set_rng_state(state["rng"])
     return int(state["step"])

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .errors import UserError
+from pccheck.errors import UserError
 
 VOCAB = 256
 _FANOUT = 4  # each synthetic token has this many likely successors
