@@ -7,8 +7,9 @@ from typing import Any
 import torch
 
 from pccheck import rng
-from .data import TokenSource
 from pccheck.errors import UserError
+
+from .data import TokenSource
 from .model import GPT
 
 

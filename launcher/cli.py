@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
-import shutil
 import sys
 import time
 import uuid
@@ -29,13 +27,13 @@ from pccheck.cli import OneLineParser, int_at_least
 from pccheck.contract import DEFAULT_STOP_SIGNAL, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse_signal
 
 from . import default_command, slurm
+from .command import command_problem
 from .follow import follow
 from .rundir import RunDir
 from .submission import SLURM_DEFAULT_TIME_MIN, still_active, submit
-from .wrapper import JobSpec
+from .wrapper import DEFAULT_SIGNAL_LEAD_S, JobSpec
 
 LOCAL_MAX_RUNS = 6  # submitit's local controller starts a task at most this many times
-DEFAULT_SIGNAL_LEAD_S = 90.0
 PROG = "pccheck-submit"
 
 
@@ -106,24 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
                    help="extra #SBATCH option, repeatable (e.g. --sbatch qos=normal --sbatch constraint=gpu)")
     return p
-
-
-def command_problem(command: Sequence[str], cwd: Path) -> Optional[str]:
-    """Why CMD cannot run, checked before anything is submitted (None when it looks runnable)."""
-    exe = command[0]
-    if "/" in exe:
-        path = cwd / exe
-        if not path.is_file():
-            return f"command not found: {exe}"
-        if not os.access(path, os.X_OK):
-            return f"command is not executable: {exe}"
-    elif shutil.which(exe) is None:
-        return f"command not found on PATH: {exe}"
-    if Path(exe).name.startswith("python"):  # python [options] script.py: the script must exist
-        args = [a for a in command[1:] if a not in ("-u", "-O", "-B", "-E", "-s", "-I")]
-        if args and not args[0].startswith("-") and not (cwd / args[0]).is_file():
-            return f"script not found: {args[0]} (in {cwd})"
-    return None
 
 
 def _move_aside(paths: list[Path], notes: list[str]) -> None:

@@ -14,6 +14,8 @@ TERMINAL_STATES = {
     "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
     "PREEMPTED", "TIMEOUT", "SPECIAL_EXIT", "REVOKED",
 }
+#: carries an sbatch template's submission id into a dependent resubmission
+SUBMISSION_ENV = "PCCHECK_SUBMISSION"
 #: states in which a job counts as on its way back (requeued)
 REQUEUE_STATES = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESV_DEL_HOLD"}
 
@@ -136,6 +138,24 @@ def resubmit_dependent(job_id: str, submitit_dir: Path, job_name: Optional[str] 
     shutil.copyfile(pickle, tmp)
     os.replace(tmp, new_pickle)
     shutil.copyfile(script, Path(submitit_dir) / f"{new_id}_submission.sh")
+    return new_id, f"resubmitted as job {new_id} (--dependency=afterany:{job_id})"
+
+
+def resubmit_script(job_id: str, script: list[str], job_name: str, submission: str) -> tuple[Optional[str], str]:
+    """Fallback for sbatch templates: `sbatch SCRIPT ARGS` again, to start after this job, in the same
+    submission (PCCHECK_SUBMISSION), so budgets and records carry over. (new job id or None, message)."""
+    exe = shutil.which("sbatch")
+    if exe is None:
+        return None, "sbatch is not on PATH either"
+    cmd = [exe, "--parsable", f"--dependency=afterany:{job_id}", "--kill-on-invalid-dep=yes", f"--job-name={job_name}",
+           f"--export=ALL,{SUBMISSION_ENV}={submission}", *script]
+    try:
+        out = _run(cmd, timeout=60, shielded=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"sbatch failed: {exc}"
+    if out.returncode != 0:
+        return None, f"sbatch refused the resubmission: {(out.stderr or out.stdout).strip()}"
+    new_id = out.stdout.strip().split(";")[0]
     return new_id, f"resubmitted as job {new_id} (--dependency=afterany:{job_id})"
 
 

@@ -5,12 +5,30 @@ import argparse
 from pathlib import Path
 from typing import Any, Optional
 
+import submitit
+
 from . import slurm
 from .rundir import RunDir, current_job_id
-from .wrapper import JobSpec, JobWrapper
+from .wrapper import JobSpec, log, run_job
 
 LOCAL_DEFAULT_TIME_MIN = 7 * 24 * 60.0  # "no limit" for the local executor
 SLURM_DEFAULT_TIME_MIN = 60.0
+
+
+class JobWrapper(submitit.helpers.Checkpointable):
+    """The submitit callable. `checkpoint()` is only reached if a signal lands in the few milliseconds
+    before the wrapper installs its own handlers: nothing has run then, so the job is requeued as it is
+    (the start guard stops a loop of such restarts)."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+
+    def __call__(self) -> dict:
+        return run_job(self.spec)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        log.warning("signal before the command started: requeueing as it is")
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
 def _time_str(minutes: float) -> str:
@@ -47,8 +65,6 @@ def still_active(rd: RunDir) -> Optional[str]:
 
 def submit(args: argparse.Namespace, spec: JobSpec, rd: RunDir, executor: str, time_min: Optional[float], lead: float) -> Any:
     """Submits the wrapper for `spec`; the submitit job (its `job_id`; a local job's process)."""
-    import submitit
-
     if executor == "local":
         ex = submitit.LocalExecutor(folder=rd.submitit_dir, max_num_timeout=10**6)
         ex.update_parameters(

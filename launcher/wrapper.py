@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -25,8 +26,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
-
-import submitit
 
 from pccheck import contract
 from pccheck.stopping import DeadlineStop, ignore_stop_signals, job_end_time
@@ -42,6 +41,8 @@ STATUS_POLL_S = 0.5
 #: seconds before a known end time at which a command that ignored the stop request is killed (the
 #: wrapper must decide and requeue before Slurm or submitit's local controller kills the job)
 HARD_LIMIT_LEAD_S = 3.0
+#: seconds before the time limit for Slurm's warning signal (`--signal=USR2@lead`), unless given
+DEFAULT_SIGNAL_LEAD_S = 90.0
 
 
 @dataclass
@@ -55,32 +56,19 @@ class JobSpec:
     executor: str = "slurm"  # "slurm" | "local"
     max_requeues: int = 10  # requeues after time-limit stops
     max_preemptions: int = 20  # requeues after preemption / scancel / scontrol requeue
-    signal_lead_s: float = 90.0  # also the time a command has to stop when no end time is known
+    signal_lead_s: float = DEFAULT_SIGNAL_LEAD_S  # also the time a command has to stop when no end time is known
     deadline: bool = True
     deadline_margin_s: Optional[float] = None
     time_limit_s: Optional[float] = None  # local executor: the emulated limit
     stop_signal: str = contract.DEFAULT_STOP_SIGNAL.name
     local_max_runs: int = 6
+    #: sbatch templates: the batch script and its arguments, resubmitted as a dependent job when Slurm
+    #: refuses the requeue (None: the job was submitted with submitit, whose files are resubmitted)
+    resubmit: Optional[list[str]] = None
 
 
 class _JobFinished(Exception):
     """Raised to end the job with a failure that submitit records (job.result() raises it)."""
-
-
-class JobWrapper(submitit.helpers.Checkpointable):
-    """The submitit callable. `checkpoint()` is only reached if a signal lands in the few milliseconds
-    before the wrapper installs its own handlers: nothing has run then, so the job is requeued as it is
-    (the start guard stops a loop of such restarts)."""
-
-    def __init__(self, spec: JobSpec) -> None:
-        self.spec = spec
-
-    def __call__(self) -> dict:
-        return run_job(self.spec)
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        log.warning("signal before the command started: requeueing as it is")
-        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------- environment
@@ -171,6 +159,7 @@ class StartResult:
     signal_at: Optional[float] = None
     requested_at: Optional[float] = None
     delivered: str = ""  # how the request reached the command
+    undelivered: bool = False  # no process of the command handles the stop signal (yet): try again
     stop_at: Optional[float] = None  # when the command reached its step boundary (status "stopping")
     stopped_at: Optional[float] = None  # when the command exited
     killed_at_limit: bool = False
@@ -195,8 +184,9 @@ class _Start:
         self.stop_sig = contract.parse_signal(spec.stop_signal)
         self.restart = restart
         self.on_first_step = on_first_step
-        # The backup of the loop helpers' own deadline check (exact, at step boundaries): half their margin.
-        margin = (spec.deadline_margin_s or contract.DEFAULT_DEADLINE_MARGIN_S) / 2
+        # The backup of the loop helpers' own deadline check (exact, at step boundaries): half their margin,
+        # counted from the hard limit, so the command still has a step, a checkpoint and that half to stop.
+        margin = HARD_LIMIT_LEAD_S + (spec.deadline_margin_s or contract.DEFAULT_DEADLINE_MARGIN_S) / 2
         refreshed = (lambda: job_end_time()[0]) if env.kind == "slurm" else end_time  # scontrol update TimeLimit=
         self.deadline = DeadlineStop(end_time=refreshed, margin_s=margin) if spec.deadline and end_time is not None else None
 
@@ -227,7 +217,7 @@ class _Start:
         proctree.become_subreaper()
         proc = subprocess.Popen(self.spec.command, cwd=self.spec.cwd, env=self.command_env(),
                                 preexec_fn=self._ignored_at_start)
-        log.info("started %s (pid %d)", " ".join(self.spec.command), proc.pid)
+        log.info("started %s (pid %d)", shlex.join(self.spec.command), proc.pid)
         res = StartResult(exit_code=0)
         started = time.time()
         hard_limit: Optional[float] = None
@@ -249,7 +239,9 @@ class _Start:
                 self._maybe_request(res, status)
                 if res.requested_at is not None:
                     hard_limit = self._hard_limit(res)
-            elif hard_limit is not None and now >= hard_limit:
+            elif res.undelivered:  # e.g. requested before the command installed its handler
+                self._deliver(res, status)
+            if hard_limit is not None and now >= hard_limit:
                 self._kill_at_limit(res, proc, status)
                 break
             time.sleep(POLL_S)
@@ -284,14 +276,22 @@ class _Start:
         res.requested_at = time.time()
         if already:
             res.delivered = already
-        elif status.get("state") in ("stopping", "stopped"):
-            res.delivered = "not sent: the command is already stopping"
         else:
-            targets = proctree.stop_signal_targets(os.getpid(), self.stop_sig)
-            sent = proctree.send(targets, self.stop_sig)
-            res.delivered = (f"{self.stop_sig.name} to pid {', '.join(map(str, sent))}" if sent
-                             else f"not sent: no process of the command handles {self.stop_sig.name}")
+            self._deliver(res, status)
         log.info("stop requested (%s): %s", reason, res.delivered)
+
+    def _deliver(self, res: StartResult, status: dict) -> None:
+        """The stop signal, once, to each process of the command that handles it; none while it is stopping."""
+        if status.get("state") in ("stopping", "stopped"):
+            res.delivered, res.undelivered = "not sent: the command is already stopping", False
+            return
+        sent = proctree.send(proctree.stop_signal_targets(os.getpid(), self.stop_sig), self.stop_sig)
+        if sent:
+            res.delivered, res.undelivered = f"{self.stop_sig.name} to pid {', '.join(map(str, sent))}", False
+            if res.delivered and res.requested_at is not None and time.time() - res.requested_at > 0.5:
+                log.info("stop request delivered late: %s", res.delivered)
+        else:
+            res.delivered, res.undelivered = f"not sent: no process of the command handles {self.stop_sig.name}", True
 
     def _hard_limit(self, res: StartResult) -> float:
         """When a command that has not stopped is killed: before the end time when it is known, else the
@@ -428,8 +428,8 @@ def _finish(rd: RunDir, common: dict, outcome: str, exit_code: int, reason: str,
     if exit_code == contract.EXIT_OK:
         return
     logging.shutdown()
-    if exit_code in (contract.EXIT_REQUEUE, contract.EXIT_USAGE):
-        sys.exit(exit_code)  # a clean stop or a user error: nothing crashed; the job still ends non-zero
+    if exit_code == contract.EXIT_REQUEUE:
+        sys.exit(exit_code)  # a clean stop with a durable checkpoint: nothing crashed; the job still ends non-zero
     raise _JobFinished(reason)
 
 
@@ -456,7 +456,10 @@ def _requeue(spec: JobSpec, env: JobEnv, rd: RunDir, common: dict, kind: str, le
             ok, how = True, f"requeued by Slurm itself (state {state}; scontrol said: {how})"
         else:
             log.warning("%s; trying a dependent resubmission", how)
-            new_id, msg = slurm.resubmit_dependent(env.job_id, Path(spec.run_dir) / "submitit", spec.name)
+            if spec.resubmit:
+                new_id, msg = slurm.resubmit_script(env.job_id, spec.resubmit, spec.name, spec.submission)
+            else:
+                new_id, msg = slurm.resubmit_dependent(env.job_id, Path(spec.run_dir) / "submitit", spec.name)
             if new_id is None:
                 _finish(rd, common, "stopped", contract.EXIT_REQUEUE,
                         f"cannot requeue: {how}; and {msg}. The checkpoint at step {committed} is durable: submit "
@@ -471,4 +474,4 @@ def _requeue(spec: JobSpec, env: JobEnv, rd: RunDir, common: dict, kind: str, le
     sys.exit(contract.EXIT_REQUEUE)
 
 
-__all__ = ["JobSpec", "JobWrapper", "run_job"]
+__all__ = ["JobSpec", "run_job"]

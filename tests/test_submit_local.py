@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTER = os.environ.get("PCCHECK_TEST_CHECKPOINTER", "pccheck")
 NO_SLURM = {"SLURM_CONF": "/nonexistent/slurm.conf"}  # no controller answers
 
@@ -60,3 +61,28 @@ def test_local_executor_time_limit_requeues_byte_identical(tmp_path):
     assert len([e for e in ev if e["event"] == "requeue" and e["how"] == "local restart"]) >= 1
     assert len({e["job_id"] for e in ev if e["event"] == "start"}) == 1
     assert (run / "loss.csv").read_bytes() == reference(flags, tmp_path / "ref")
+
+
+def run_script(script: Path, args: list[str], cwd: Path) -> bytes:
+    """`script args --out X` uninterrupted, without pccheck-submit: the bytes it writes."""
+    out = cwd / "ref.json"
+    subprocess.run([sys.executable, str(script), *args, "--out", str(out)], cwd=cwd, check=True, timeout=600,
+                   env={**os.environ, "PCCHECK_CHECKPOINT_DIR": str(cwd / "ref-ck")})
+    return out.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args", [
+    (ROOT / "tests" / "contract_script.py", ["--steps", "3000", "--step-seconds", "0.008"]),
+    (ROOT / "examples" / "plain_loop.py", ["--steps", "2500", "--width", "1024"]),
+])
+def test_any_script_under_the_local_executor_time_limit(tmp_path, script, args):
+    """`pccheck-submit --executor local --time T -- python SCRIPT`: stops before the emulated limit, restarts,
+    resumes and writes the same bytes as an uninterrupted run (the contract-only script and the example)."""
+    out = tmp_path / "out.json"
+    proc = submit(["--executor", "local", "--time", "0.2", "--name", "s", "--", sys.executable, str(script), *args,
+                   "--out", str(out)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ev = events(tmp_path / "runs" / "s")
+    assert [e["how"] for e in ev if e["event"] == "requeue"][:1] == ["local restart"]
+    assert out.read_bytes() == run_script(script, args, tmp_path)

@@ -43,8 +43,8 @@ class _Clock:
 
 
 def _one_run(kind: str, freq: int, steps: int, workdir: Path, extra: list[str], base: list[str]) -> dict[str, Any]:
-    from pccheck.tools.bench_io import PeakRSS
     from pccheck.demo.train import run
+    from pccheck.tools.bench_io import PeakRSS
 
     ckdir = workdir / f"{kind}-{freq}"
     shutil.rmtree(ckdir, ignore_errors=True)

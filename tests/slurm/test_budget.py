@@ -35,7 +35,7 @@ def test_crash_at_start_is_not_requeued(slurm_cluster, tmp_path):
         cwd=tmp_path, timeout=300,
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "without a final record" in proc.stderr
+    assert "the command failed (killed by signal 9); not requeued" in proc.stderr
     ev = events(tmp_path / "runs" / "crash")
     job_id = ev[0]["job_id"]
     time.sleep(3)  # nothing brings it back
