@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from .checkpointing import DoneHandle, Loaded
-from .fsutil import fsync_dir
+from .fsutil import fsync_dir, make_durable, mkdir_durable
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^ckpt-(\d{8,})\.pt$")
@@ -35,14 +35,21 @@ class TorchSaveCheckpointer:
         self._last: Optional[int] = None
         self.last_saved_step: Optional[int] = None
         self._durable_seconds: Optional[float] = None
+        self._directory_ready = False
 
     def prepare(self, state: Mapping[str, Any]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
+
+    def _make_directory(self) -> None:
+        """Creates the directory durably, once: a power cut must not take it with the checkpoints in it."""
+        if not self._directory_ready:
+            mkdir_durable(self.directory)
+            self._directory_ready = True
 
     def save(self, step: int, state: Mapping[str, Any]) -> DoneHandle:
         t0 = time.monotonic()
         self.last_saved_step = step
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
         final = self.directory / _checkpoint_name(step)
         tmp = self.directory / f".{final.name}.tmp-{os.getpid()}"
         try:
@@ -77,7 +84,10 @@ class TorchSaveCheckpointer:
     def last_committed_step(self) -> Optional[int]:
         if self._last is None:
             newest = checkpoints(self.directory)
-            return newest[0][0] if newest else None
+            if not newest:
+                return None
+            make_durable(newest[0][1])  # a crashed writer may have left its rename in the page cache only
+            self._last = newest[0][0]
         return self._last
 
     def load_latest(self) -> Optional[Loaded]:
@@ -89,6 +99,7 @@ class TorchSaveCheckpointer:
                 except Exception as exc:  # an unreadable file is skipped, never returned
                     problem = f"torch.load failed: {exc}"
                 else:
+                    make_durable(path)  # a crashed writer may have left it in the page cache only
                     return Loaded(step, state, str(path))
             log.warning("checkpoint %s is unusable (%s); trying the previous one", path, problem)
         return None

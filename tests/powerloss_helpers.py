@@ -1,0 +1,126 @@
+"""Writers for the power-loss tests: forked children that checkpoint (pccheck or the torch.save baseline) in a
+loop or on command and report each step they were told is durable, so the test can kill them, cut the power
+and check that every such step survived."""
+from __future__ import annotations
+
+import os
+import select
+import signal
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from pccheck.checkpointer import FILE_NAME, Checkpointer, load_checkpoint
+from pccheck.checkpointing import CheckpointerLike, Loaded
+from pccheck.torchsave import TorchSaveCheckpointer
+
+KINDS = ["pccheck", "torchsave"]
+
+
+def make_state(step: int) -> dict[str, Any]:
+    """A state whose every byte depends on the step (a torn or stale checkpoint cannot pass for it)."""
+    rng = np.random.default_rng(step)
+    return {
+        "step": step,
+        "a": torch.from_numpy(rng.standard_normal(30_000, dtype=np.float32)),
+        "b": torch.from_numpy(rng.integers(0, 2**15, 3_000, dtype=np.int16)),
+        "meta": {"step_again": step, "text": "x" * (step % 50)},
+    }
+
+
+def open_checkpointer(kind: str, directory: Path) -> CheckpointerLike:
+    if kind == "pccheck":
+        return Checkpointer(directory, chunk_size=16 << 10, max_async=2, keep=2, threads=2)
+    return TorchSaveCheckpointer(directory, keep=2)
+
+
+def load(kind: str, directory: Path) -> Optional[Loaded]:
+    """The newest checkpoint that verifies (each kind's own load path), checked byte for byte."""
+    if kind == "pccheck":
+        loaded = load_checkpoint(directory) if (directory / FILE_NAME).exists() else None
+    else:
+        loaded = TorchSaveCheckpointer(directory).load_latest()
+    if loaded is not None:
+        expected = make_state(loaded.step)
+        for name in ("a", "b"):
+            assert torch.equal(loaded.state[name], expected[name]), f"step {loaded.step}: {name} differs"
+        assert loaded.state["meta"] == expected["meta"]
+    return loaded
+
+
+def loop_writer(kind: str, directory: Path, first_step: int, report: int) -> None:
+    """Saves steps first_step, first_step + 1, ... forever; writes each durable step to fd `report`."""
+    ck = open_checkpointer(kind, directory)
+    pending = []
+    step = first_step
+    while True:
+        pending.append(ck.save(step, make_state(step)))
+        for handle in list(pending):
+            if handle.done():
+                pending.remove(handle)
+                if getattr(handle, "outcome", "committed") == "committed":
+                    os.write(report, f"{handle.step}\n".encode())
+        step += 1
+
+
+def command_writer(kind: str, directory: Path, commands: int, report: int) -> None:
+    """Saves each step read from fd `commands` (one a line), waits until durable and writes it to `report`."""
+    ck = open_checkpointer(kind, directory)
+    with os.fdopen(commands) as lines:
+        for line in lines:
+            step = int(line)
+            ck.save(step, make_state(step))
+            ck.wait()
+            os.write(report, f"{step}\n".encode())
+
+
+class Child:
+    """A forked writer: `run(commands_fd, report_fd)` in the child; the parent reads reports and kills it."""
+
+    def __init__(self, run: Callable[[int, int], None]) -> None:
+        cmd_r, self._cmd_w = os.pipe()
+        self._rep_r, rep_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - child
+            try:
+                os.close(self._cmd_w)
+                os.close(self._rep_r)
+                run(cmd_r, rep_w)
+            finally:
+                os._exit(1)
+        os.close(cmd_r)
+        os.close(rep_w)
+        self._buffer = b""
+
+    def send(self, step: int) -> None:
+        os.write(self._cmd_w, f"{step}\n".encode())
+
+    def reported(self, timeout: float = 0.0) -> list[int]:
+        """Steps reported durable since the last call (waits up to `timeout` for the first one)."""
+        ready = select.select([self._rep_r], [], [], timeout)[0]
+        while ready:
+            chunk = os.read(self._rep_r, 65536)
+            if not chunk:
+                break
+            self._buffer += chunk
+            ready = select.select([self._rep_r], [], [], 0)[0]
+        lines = self._buffer.split(b"\n")
+        self._buffer = lines.pop()  # each report is one write of one line: whole lines only
+        return [int(x) for x in lines]
+
+    def ask(self, step: int, timeout: float = 60) -> None:
+        """Saves `step` in the child and returns once the child reports it durable."""
+        self.send(step)
+        got = self.reported(timeout)
+        assert got == [step], f"the writer reported {got}, not [{step}]"
+
+    def kill(self) -> list[int]:
+        """SIGKILL, reaped; returns the steps it reported durable before it died."""
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        got = self.reported()
+        os.close(self._rep_r)
+        os.close(self._cmd_w)
+        return got

@@ -1,0 +1,90 @@
+"""Power loss (docs/power-loss.md): on a file system that drops what was not synced, a writer killed and then
+a power cut never lose a checkpoint reported durable, and a resume never builds on one that only the page
+cache held. Checkpoints are pccheck's and the torch.save baseline's, each loaded through its own load path."""
+from __future__ import annotations
+
+import os
+import random
+import time
+from functools import partial
+
+import pytest
+
+from crashfs.fixtures import crashfs, seeds  # noqa: F401  (fixture)
+from crashfs.mount import CrashFS
+from powerloss_helpers import KINDS, Child, command_writer, load, loop_writer, open_checkpointer
+
+
+def _step(loaded) -> int:
+    return 0 if loaded is None else loaded.step
+
+
+def _trust(kind: str, directory, how: str) -> int:
+    """What a resuming run B builds on: the checkpoint it loads, or the step it reports as committed."""
+    if how == "load":
+        return _step(load(kind, directory))
+    return open_checkpointer(kind, directory).last_committed_step() or 0
+
+
+@pytest.mark.parametrize("how", ["load", "report"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_resume_then_power_cut_keeps_the_step_it_trusted(crashfs: CrashFS, kind: str, how: str):
+    """Run A commits step 1, then writes step 2 but dies before any of step 2's syncs; run B loads (or reports)
+    step 2 from the page cache; a power cut follows before B's own first commit: step 2 survives."""
+    directory = crashfs.path / "ckpt"
+    a = Child(partial(command_writer, kind, directory))
+    a.ask(1)
+    with crashfs.syncs_ignored():  # A's syncs of step 2 never happen
+        a.ask(2)
+        a.kill()
+    assert _trust(kind, directory, how) == 2
+    crashfs.cut(seed=seeds(11)[0], data="durable")
+    assert _step(load(kind, directory)) == 2, f"the step a resume trusted was lost: {crashfs.reports[-1]}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_first_checkpoint_in_a_new_directory_survives_a_power_cut(crashfs: CrashFS, kind: str):
+    """The checkpoint directory and its missing parents are created durably before the first commit."""
+    directory = crashfs.path / "runs" / "exp" / "ckpt"
+    writer = Child(partial(command_writer, kind, directory))
+    writer.ask(1)
+    writer.kill()
+    crashfs.cut(seed=seeds(12)[0], data="durable")
+    assert _step(load(kind, directory)) == 1, f"the first durable checkpoint was lost: {crashfs.reports[-1]}"
+
+
+def test_torchsave_prune_is_durable(crashfs: CrashFS):
+    """After save() returns, a cut leaves exactly the `keep` newest checkpoint files (the prune is synced)."""
+    directory = crashfs.path / "ckpt"
+    writer = Child(partial(command_writer, "torchsave", directory))
+    for step in range(1, 6):
+        writer.ask(step)
+    writer.kill()
+    crashfs.cut(seed=seeds(13)[0], data="durable")
+    assert sorted(p.name for p in directory.iterdir()) == ["ckpt-00000004.pt", "ckpt-00000005.pt"]
+
+
+def _kill_and_cut_loop(fs: CrashFS, kind: str, cut_seeds: list[int], max_delay: float) -> None:
+    """A writer saves in a loop; at a random moment it is killed and the power cut; the newest checkpoint
+    that loads must be at least as new as every step reported durable, and then writing goes on from it."""
+    directory = fs.path / "ckpt"
+    newest_reported = 0
+    for seed in cut_seeds:
+        rnd = random.Random(seed)
+        writer = Child(lambda _cmd, report: loop_writer(kind, directory, _step(load(kind, directory)) + 1, report))
+        time.sleep(rnd.uniform(0.05, max_delay))
+        newest_reported = max([newest_reported, *writer.kill()])
+        fs.cut(seed)
+        loaded = load(kind, directory)
+        assert _step(loaded) >= newest_reported, f"step {newest_reported} was reported durable: {fs.reports[-1]}"
+    assert newest_reported > 0, "nothing was ever reported durable: the kill delays are too short"
+
+
+def test_kill_and_power_cut_quick(crashfs: CrashFS):
+    _kill_and_cut_loop(crashfs, "pccheck", seeds(1, 2, 3), max_delay=1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_kill_and_power_cut_many_seeds(crashfs: CrashFS, kind: str):
+    _kill_and_cut_loop(crashfs, kind, seeds(*range(100, 116)), max_delay=1.5)
