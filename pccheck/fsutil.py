@@ -10,9 +10,9 @@ import errno
 import os
 from pathlib import Path
 
-# fsync answers these where there is nothing it could write (a read-only mount) or no way to (a file
-# system without fsync for the file type): nothing written through such a mount can be lost by it.
-_CANNOT_SYNC = (errno.EROFS, errno.EINVAL)
+# fsync's answer on a file system that has no fsync (squashfs images such as uenvs, procfs): read-only, so
+# nothing written through it can be lost by it.
+_NO_FSYNC = errno.EINVAL
 
 
 def fsync_dir(path: Path) -> None:
@@ -33,7 +33,7 @@ def make_durable(path: Path) -> None:
         try:
             os.fsync(fd)
         except OSError as exc:
-            if exc.errno not in _CANNOT_SYNC:
+            if exc.errno != _NO_FSYNC:
                 raise
         finally:
             os.close(fd)

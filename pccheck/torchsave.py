@@ -5,6 +5,7 @@ zip archive's own CRC32s (torch.load does not) and uses weights_only=True, so no
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from .checkpointing import DoneHandle, Loaded
+from .errors import CheckpointError
 from .fsutil import fsync_dir, make_durable, mkdir_durable
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,10 @@ class TorchSaveCheckpointer:
     def _make_directory(self) -> None:
         """Creates the directory durably, once: a power cut must not take it with the checkpoints in it."""
         if not self._directory_ready:
-            mkdir_durable(self.directory)
+            try:
+                mkdir_durable(self.directory)
+            except OSError as exc:
+                raise CheckpointError(f"cannot create checkpoint directory {self.directory}: {exc.strerror}") from None
             self._directory_ready = True
 
     def save(self, step: int, state: Mapping[str, Any]) -> DoneHandle:
@@ -59,9 +64,13 @@ class TorchSaveCheckpointer:
                 os.fsync(f.fileno())
             os.replace(tmp, final)
             fsync_dir(self.directory)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        except BaseException as exc:
+            with contextlib.suppress(OSError):  # best effort: a read-only file system refuses even this
+                tmp.unlink(missing_ok=True)
+            cause = _os_error(exc)
+            if cause is None:
+                raise
+            raise CheckpointError(f"checkpoint at step {step} failed: cannot write {final}: {cause.strerror}") from None
         self._last = step
         self._prune()
         self._durable_seconds = time.monotonic() - t0
@@ -106,6 +115,14 @@ class TorchSaveCheckpointer:
 
     def close(self) -> None:
         pass
+
+
+def _os_error(exc: BaseException) -> Optional[OSError]:
+    """The OSError behind `exc` (torch.save reports a failed write as a RuntimeError raised during it)."""
+    seen: Optional[BaseException] = exc
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 def checkpoints(directory: Path) -> list[tuple[int, Path]]:

@@ -1,6 +1,6 @@
 """The FUSE daemon of the disk double: serves a Disk at a mount point, takes commands on stdin.
 
-    python -m crashfs.daemon --image DIR --mountpoint MNT [--dirs strict|ordered]
+    python -m crashfs.daemon --image DIR --mountpoint MNT [--dirs strict|ordered] [--refuse-direct]
 
 Starts from the crash image in DIR (everything in it durable). Commands, one JSON object a line on stdin,
 each answered by one JSON line on stdout:
@@ -38,8 +38,9 @@ BLOCK = 4096
 class CrashOps(mfusepy.Operations):
     use_ns = True
 
-    def __init__(self, disk: Disk) -> None:
+    def __init__(self, disk: Disk, refuse_direct: bool = False) -> None:
         self.disk = disk
+        self.refuse_direct = refuse_direct  # like file systems without O_DIRECT (the core falls back)
         self._mutex = threading.Lock()  # FUSE runs single-threaded; the command thread takes this too
         self.dead = False  # after a cut: the disk is gone until the next mount
         self.handles: dict[int, int] = {}  # open file handle -> inode
@@ -129,6 +130,8 @@ class CrashOps(mfusepy.Operations):
 
     # -- namespace ---------------------------------------------------------------------------------
     def create(self, path: str, mode: int, flags: int = 0) -> int:
+        if flags & os.O_DIRECT and self.refuse_direct:
+            raise fs_error(errno.EINVAL)
         return self._locked(lambda: self._handle(self.disk.create(path, mode)))
 
     def mkdir(self, path: str, mode: int) -> int:
@@ -181,6 +184,8 @@ class CrashOps(mfusepy.Operations):
         def run() -> int:
             ino = self.disk.lookup(path)
             self.disk.file(ino)
+            if flags & os.O_DIRECT and self.refuse_direct:
+                raise fs_error(errno.EINVAL)
             if flags & os.O_TRUNC:  # libfuse asks the kernel for atomic O_TRUNC: the truncation comes here
                 self.disk.truncate(ino, 0)
             return self._handle(ino)
@@ -248,9 +253,10 @@ def main() -> None:
     p.add_argument("--image", type=Path, required=True)
     p.add_argument("--mountpoint", required=True)
     p.add_argument("--dirs", choices=DIR_MODES, default="strict")
+    p.add_argument("--refuse-direct", action="store_true", help="open with O_DIRECT fails with EINVAL")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="crashfs: %(message)s")  # errors of the ops, on stderr
-    ops = CrashOps(image.load(args.image, args.dirs))
+    ops = CrashOps(image.load(args.image, args.dirs), args.refuse_direct)
     threading.Thread(target=_serve_commands, args=(ops, args.image), daemon=True).start()
     options: dict[str, Any] = dict(foreground=True, nothreads=True, fsname="crashfs", subtype="crashfs")
     mfusepy.FUSE(ops, args.mountpoint, **options)

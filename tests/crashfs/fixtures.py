@@ -29,9 +29,9 @@ def seeds(*defaults: int) -> list[int]:
     return [int(chosen)] if chosen else list(defaults)
 
 
-def mounted(workdir: Path, dirs: str = "strict") -> Iterator[CrashFS]:
+def mounted(workdir: Path, dirs: str = "strict", refuse_direct: bool = False) -> Iterator[CrashFS]:
     require_fuse()
-    fs = CrashFS(workdir, dirs)
+    fs = CrashFS(workdir, dirs, refuse_direct)
     try:
         fs.mount()
         yield fs
@@ -49,3 +49,9 @@ def crashfs(tmp_path: Path) -> Iterator[CrashFS]:
 def crashfs_ordered(tmp_path: Path) -> Iterator[CrashFS]:
     """Like crashfs, but directory operations survive a cut in the order they happened (an ext4-like journal)."""
     yield from mounted(tmp_path / "crashfs-ordered", "ordered")
+
+
+@pytest.fixture
+def crashfs_no_direct(tmp_path: Path) -> Iterator[CrashFS]:
+    """Like crashfs, but O_DIRECT is refused (EINVAL), as on NFS and other file systems without it."""
+    yield from mounted(tmp_path / "crashfs-no-direct", refuse_direct=True)

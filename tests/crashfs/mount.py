@@ -51,11 +51,12 @@ def kill_tree(proc: "subprocess.Popen[Any]") -> None:
 class CrashFS:
     """The disk double at `workdir/mnt`; its crash image lives in `workdir/image` between mounts."""
 
-    def __init__(self, workdir: Path, dirs: str = "strict") -> None:
+    def __init__(self, workdir: Path, dirs: str = "strict", refuse_direct: bool = False) -> None:
         self.workdir = Path(workdir)
         self.image = self.workdir / "image"
         self.path = self.workdir / "mnt"
         self.dirs = dirs
+        self.refuse_direct = refuse_direct
         self.log = self.workdir / "daemon.log"
         self.reports: list[str] = []  # one line per cut, with its seed
         self._proc: Optional["subprocess.Popen[str]"] = None
@@ -67,7 +68,7 @@ class CrashFS:
         with open(self.log, "a") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "crashfs.daemon", "--image", str(self.image), "--mountpoint", str(self.path),
-                 "--dirs", self.dirs],
+                 "--dirs", self.dirs, *(["--refuse-direct"] if self.refuse_direct else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
             )
         deadline = time.monotonic() + timeout
