@@ -116,9 +116,12 @@ class Child:
         got = self.reported(timeout)
         assert got == [step], f"the writer reported {got}, not [{step}]"
 
-    def kill(self) -> list[int]:
-        """SIGKILL, reaped; returns the steps it reported durable before it died."""
+    def kill(self) -> None:
+        """SIGKILL. Reap it after the cut: frozen in a change (freeze_after), it dies once that change fails."""
         os.kill(self.pid, signal.SIGKILL)
+
+    def reap(self) -> list[int]:
+        """Waits until it is gone; returns the steps it reported durable and were not read yet."""
         os.waitpid(self.pid, 0)
         got = self.reported()
         os.close(self._rep_r)

@@ -81,7 +81,7 @@ def test_without_o_direct_auto_falls_back_to_fdatasync(crashfs_no_direct: CrashF
 
 @pytest.mark.slow
 def test_without_o_direct_kill_and_power_cut(crashfs_no_direct: CrashFS):
-    _kill_and_cut_loop(crashfs_no_direct, "pccheck", seeds(*range(200, 208)), max_delay=1.5)
+    _kill_and_cut_loop(crashfs_no_direct, "pccheck", seeds(*range(200, 212)), max_changes=300)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -112,6 +112,7 @@ def test_full_file_system_later(tmp_path: Path, kind: str):
             print(failed.value)
             newest = 1
         writer.kill()
+        writer.reap()
         assert _temporary_files(directory) == []
         assert load(kind, directory).step == newest
 

@@ -3,9 +3,7 @@ a power cut never lose a checkpoint reported durable, and a resume never builds 
 cache held. Checkpoints are pccheck's and the torch.save baseline's, each loaded through its own load path."""
 from __future__ import annotations
 
-import os
 import random
-import time
 from functools import partial
 
 import pytest
@@ -37,6 +35,7 @@ def test_resume_then_power_cut_keeps_the_step_it_trusted(crashfs: CrashFS, kind:
     with crashfs.syncs_ignored():  # A's syncs of step 2 never happen
         a.ask(2)
         a.kill()
+        a.reap()
     assert _trust(kind, directory, how) == 2
     crashfs.cut(seed=seeds(11)[0], data="durable")
     assert _step(load(kind, directory)) == 2, f"the step a resume trusted was lost: {crashfs.reports[-1]}"
@@ -49,6 +48,7 @@ def test_first_checkpoint_in_a_new_directory_survives_a_power_cut(crashfs: Crash
     writer = Child(partial(command_writer, kind, directory))
     writer.ask(1)
     writer.kill()
+    writer.reap()
     crashfs.cut(seed=seeds(12)[0], data="durable")
     assert _step(load(kind, directory)) == 1, f"the first durable checkpoint was lost: {crashfs.reports[-1]}"
 
@@ -60,31 +60,35 @@ def test_torchsave_prune_is_durable(crashfs: CrashFS):
     for step in range(1, 6):
         writer.ask(step)
     writer.kill()
+    writer.reap()
     crashfs.cut(seed=seeds(13)[0], data="durable")
     assert sorted(p.name for p in directory.iterdir()) == ["ckpt-00000004.pt", "ckpt-00000005.pt"]
 
 
-def _kill_and_cut_loop(fs: CrashFS, kind: str, cut_seeds: list[int], max_delay: float) -> None:
-    """A writer saves in a loop; at a random moment it is killed and the power cut; the newest checkpoint
-    that loads must be at least as new as every step reported durable, and then writing goes on from it."""
+def _kill_and_cut_loop(fs: CrashFS, kind: str, cut_seeds: list[int], max_changes: int) -> None:
+    """A writer saves in a loop; in the middle of a random one of its first `max_changes` file-system changes
+    it is killed and the power cut. The newest checkpoint that loads must be at least as new as every step
+    reported durable; then a new writer goes on from it."""
     directory = fs.path / "ckpt"
     newest_reported = 0
     for seed in cut_seeds:
-        rnd = random.Random(seed)
-        writer = Child(lambda _cmd, report: loop_writer(kind, directory, _step(load(kind, directory)) + 1, report))
-        time.sleep(rnd.uniform(0.05, max_delay))
-        newest_reported = max([newest_reported, *writer.kill()])
+        first = _step(load(kind, directory)) + 1
+        fs.freeze_after(random.Random(seed).randint(1, max_changes))
+        writer = Child(lambda _commands, report: loop_writer(kind, directory, first, report))
+        assert fs.wait_frozen(timeout=120), "the writer stopped changing the file system"
+        writer.kill()
         fs.cut(seed)
+        newest_reported = max([newest_reported, *writer.reap()])
         loaded = load(kind, directory)
         assert _step(loaded) >= newest_reported, f"step {newest_reported} was reported durable: {fs.reports[-1]}"
-    assert newest_reported > 0, "nothing was ever reported durable: the kill delays are too short"
+    assert newest_reported > 0, "nothing was ever reported durable: max_changes is too small"
 
 
 def test_kill_and_power_cut_quick(crashfs: CrashFS):
-    _kill_and_cut_loop(crashfs, "pccheck", seeds(1, 2, 3), max_delay=1.0)
+    _kill_and_cut_loop(crashfs, "pccheck", seeds(1, 2, 3), max_changes=200)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_kill_and_power_cut_many_seeds(crashfs: CrashFS, kind: str):
-    _kill_and_cut_loop(crashfs, kind, seeds(*range(100, 116)), max_delay=1.5)
+    _kill_and_cut_loop(crashfs, kind, seeds(*range(100, 124)), max_changes=300)

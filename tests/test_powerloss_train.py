@@ -18,6 +18,7 @@ import pytest
 from crashfs.fixtures import crashfs, seeds  # noqa: F401  (fixture)
 from crashfs.mount import CrashFS, kill_tree
 from pccheck.demo.lossfile import LossFile
+from pccheck.fsutil import fsync_dir
 from trainer_helpers import SMALL, train
 
 STEPS = 80
@@ -29,27 +30,29 @@ def _resumed_step(log: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def _status(path: Path, pid: int) -> dict:
-    """The status the trainer `pid` wrote ({} before its first)."""
+def _status(path: Path) -> dict:
     try:
-        status = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return status if status.get("pid") == pid else {}
 
 
-def _run_until(flags: list[str], log: Path, status: Path, step: int, timeout: float = 120) -> "subprocess.Popen[bytes]":
-    """Starts the trainer and returns once it reported `step` (or ended)."""
+def _run_frozen(fs: CrashFS, flags: list[str], log: Path, status: Path, step: int, changes: int) -> "subprocess.Popen[bytes]":
+    """Starts the trainer; once it reported `step`, its `changes`-th file-system change from then on freezes
+    (the cut lands inside its I/O). Returns when it froze, or ended."""
     status.unlink(missing_ok=True)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pccheck.demo", *flags], stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    deadline = time.monotonic() + timeout
-    while _status(status, proc.pid).get("step", 0) < step and proc.poll() is None:
+    deadline = time.monotonic() + 120
+    while _status(status).get("step", 0) < step and proc.poll() is None:
         assert time.monotonic() < deadline, f"the trainer did not reach step {step}: {log.read_text()[-2000:]}"
         time.sleep(0.01)
+    fs.freeze_after(changes)
+    while not fs.wait_frozen(0.2) and proc.poll() is None:
+        assert time.monotonic() < deadline, f"the trainer neither froze nor ended: {log.read_text()[-2000:]}"
     return proc
 
 
@@ -57,25 +60,30 @@ def _run_until(flags: list[str], log: Path, status: Path, step: int, timeout: fl
 @pytest.mark.parametrize("kind", ["pccheck", "torchsave"])
 def test_trainer_killed_and_power_cut_resumes_bit_exact(crashfs: CrashFS, tmp_path: Path, reference_losses, kind: str):
     status = tmp_path / "status.json"
+    logs = crashfs.path / "logs"  # apart from the checkpoints: nothing of theirs syncs this directory
+    logs.mkdir()
+    fsync_dir(crashfs.path)
     flags = [
         *SMALL, "--training-steps", str(STEPS), "--checkpoint-freq", "5", "--checkpointer", kind,
-        "--checkpoint-dir", str(crashfs.path / "ckpt"), "--loss-file", str(crashfs.path / "loss.csv"),
+        "--checkpoint-dir", str(crashfs.path / "ckpt"), "--loss-file", str(logs / "loss.csv"),
         "--status-file", str(status),
     ]
     reported = 0  # the newest step reported durable before a cut
     for i, seed in enumerate(seeds(21, 22, 23, 24)):
         rnd = random.Random(seed)
         log = tmp_path / f"run{i}.log"
-        proc = _run_until([*flags, *(["--load-checkpoint"] if i else [])], log, status, rnd.randint(1, STEPS - 10))
-        time.sleep(rnd.uniform(0, 0.3))
-        last = _status(status, proc.pid)
+        run = [*flags, *(["--load-checkpoint"] if i else [])]
+        proc = _run_frozen(crashfs, run, log, status, step=rnd.randint(1, STEPS - 10), changes=rnd.randint(1, 30))
         kill_tree(proc)
-        assert _resumed_step(log.read_text()) >= reported, f"resumed before step {reported}: {crashfs.reports[-1]}"
-        reported = max(reported, last.get("last_committed_step") or 0)
         crashfs.cut(seed)
+        proc.wait()
+        assert _resumed_step(log.read_text()) >= reported, f"resumed before step {reported}: {crashfs.reports[-1]}"
+        reported = max(reported, _status(status).get("last_committed_step") or 0)
+        print(f"run {i}: resumed from {_resumed_step(log.read_text())}, killed after step {_status(status).get('step')}, "
+              f"step {reported} reported durable")
     final = train([*flags, "--load-checkpoint"], cwd=tmp_path)
     assert _resumed_step(final.stderr) >= reported, f"resumed before step {reported}: {crashfs.reports[-1]}"
-    assert (crashfs.path / "loss.csv").read_bytes() == reference_losses([*SMALL, "--training-steps", str(STEPS)])
+    assert (logs / "loss.csv").read_bytes() == reference_losses([*SMALL, "--training-steps", str(STEPS)])
 
 
 def _rows(n: int) -> str:

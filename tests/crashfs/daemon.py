@@ -5,10 +5,15 @@
 Starts from the crash image in DIR (everything in it durable). Commands, one JSON object a line on stdin,
 each answered by one JSON line on stdout:
     {"cmd": "ping"}
+    {"cmd": "freeze_after", "changes": 40}   the 40th change from now (a write, truncate, create, rename,
+                                             unlink, mkdir, rmdir or sync) blocks until the cut and then fails:
+                                             a power cut in the middle of the writer's I/O
+    {"cmd": "wait_frozen", "timeout": 30}    answers {"frozen": bool} once that change is reached (or at timeout)
     {"cmd": "ignore_syncs", "on": true}      acknowledge fsync/fdatasync without doing them (a crash "just before")
-    {"cmd": "cut", "seed": 7, "data": "torn", "granularity": 512}   the power cut: writes the crash image to
-                                             DIR and answers every later file operation with EIO; the caller then
-                                             unmounts (the daemon exits) and mounts DIR again
+    {"cmd": "cut", "seed": 7, "data": "torn", "granularity": 512, "keep_state": PATH}   the power cut: writes
+                                             the crash image to DIR (and the state before the cut to PATH, for
+                                             crashfs.replay) and answers every later file operation with EIO;
+                                             the caller then unmounts (the daemon exits) and mounts DIR again
 The mount caches neither entries nor attributes (timeouts 0) and the kernel drops cached pages at each open.
 """
 from __future__ import annotations
@@ -18,6 +23,7 @@ import errno
 import json
 import logging
 import os
+import pickle
 import stat
 import sys
 import threading
@@ -45,12 +51,29 @@ class CrashOps(mfusepy.Operations):
         self.dead = False  # after a cut: the disk is gone until the next mount
         self.handles: dict[int, int] = {}  # open file handle -> inode
         self._next_fh = 1
+        self._freeze_in: Optional[int] = None  # changes left before the one that blocks until the cut
+        self._frozen = threading.Event()
+        self._cut_done = threading.Event()
 
     def _locked(self, fn: Callable[[], T]) -> T:
         with self._mutex:
             if self.dead:
                 raise fs_error(errno.EIO)
             return fn()
+
+    def _changing(self, fn: Callable[[], T]) -> T:
+        """_locked for an operation that changes the disk or makes something durable: the one the test
+        chose (freeze_after) blocks until the cut, which it then does not reach."""
+        with self._mutex:
+            freeze = self._freeze_in is not None and self._freeze_in <= 1
+            if self._freeze_in is not None:
+                self._freeze_in -= 1
+            if freeze:
+                self._freeze_in = None
+                self._frozen.set()
+        if freeze:
+            self._cut_done.wait()
+        return self._locked(fn)
 
     def _ino(self, path: Optional[str], fh: Optional[int]) -> int:
         if fh is not None and fh in self.handles:
@@ -132,22 +155,22 @@ class CrashOps(mfusepy.Operations):
     def create(self, path: str, mode: int, flags: int = 0) -> int:
         if flags & os.O_DIRECT and self.refuse_direct:
             raise fs_error(errno.EINVAL)
-        return self._locked(lambda: self._handle(self.disk.create(path, mode)))
+        return self._changing(lambda: self._handle(self.disk.create(path, mode)))
 
     def mkdir(self, path: str, mode: int) -> int:
-        self._locked(lambda: self.disk.mkdir(path, mode))
+        self._changing(lambda: self.disk.mkdir(path, mode))
         return 0
 
     def unlink(self, path: str) -> int:
-        self._locked(lambda: self.disk.unlink(path))
+        self._changing(lambda: self.disk.unlink(path))
         return 0
 
     def rmdir(self, path: str) -> int:
-        self._locked(lambda: self.disk.rmdir(path))
+        self._changing(lambda: self.disk.rmdir(path))
         return 0
 
     def rename(self, old: str, new: str) -> int:
-        self._locked(lambda: self.disk.rename(old, new))
+        self._changing(lambda: self.disk.rename(old, new))
         return 0
 
     def opendir(self, path: str) -> int:
@@ -176,7 +199,7 @@ class CrashOps(mfusepy.Operations):
         return 0
 
     def fsyncdir(self, path: Optional[str], datasync: int, fh: int) -> int:
-        self._locked(lambda: self.disk.fsync(self._ino(path, fh)))
+        self._changing(lambda: self.disk.fsync(self._ino(path, fh)))
         return 0
 
     # -- files -------------------------------------------------------------------------------------
@@ -190,26 +213,26 @@ class CrashOps(mfusepy.Operations):
                 self.disk.truncate(ino, 0)
             return self._handle(ino)
 
-        return self._locked(run)
+        return self._changing(run) if flags & os.O_TRUNC else self._locked(run)
 
     def read(self, path: Optional[str], size: int, offset: int, fh: int) -> bytes:
         return self._locked(lambda: self.disk.read(self._ino(path, fh), offset, size))
 
     def write(self, path: Optional[str], data: bytes, offset: int, fh: int) -> int:
-        return self._locked(lambda: self.disk.write(self._ino(path, fh), offset, data))
+        return self._changing(lambda: self.disk.write(self._ino(path, fh), offset, data))
 
     def truncate(self, path: Optional[str], length: int, fh: Optional[int] = None) -> int:
-        self._locked(lambda: self.disk.truncate(self._ino(path, fh), length))
+        self._changing(lambda: self.disk.truncate(self._ino(path, fh), length))
         return 0
 
     def fallocate(self, path: Optional[str], mode: int, offset: int, size: int, fh: int) -> int:
         if mode != 0:  # only plain preallocation; posix_fallocate needs no more
             raise fs_error(errno.EOPNOTSUPP)
-        self._locked(lambda: self.disk.allocate(self._ino(path, fh), offset, size))
+        self._changing(lambda: self.disk.allocate(self._ino(path, fh), offset, size))
         return 0
 
     def fsync(self, path: Optional[str], datasync: int, fh: int) -> int:
-        self._locked(lambda: self.disk.fsync(self._ino(path, fh)))
+        self._changing(lambda: self.disk.fsync(self._ino(path, fh)))
         return 0
 
     def flush(self, path: Optional[str], fh: int) -> int:
@@ -222,18 +245,27 @@ class CrashOps(mfusepy.Operations):
 
     # -- commands ----------------------------------------------------------------------------------
     def command(self, msg: dict[str, Any], image_dir: Path) -> dict[str, Any]:
+        if msg["cmd"] == "wait_frozen":
+            return {"ok": True, "frozen": self._frozen.wait(float(msg["timeout"]))}
         with self._mutex:
             if self.dead:
                 return {"ok": False, "error": "the disk was cut already; unmount and mount again"}
             if msg["cmd"] == "ping":
                 return {"ok": True}
+            if msg["cmd"] == "freeze_after":
+                self._freeze_in = int(msg["changes"])
+                return {"ok": True}
             if msg["cmd"] == "ignore_syncs":
                 self.disk.ignore_syncs = bool(msg["on"])
                 return {"ok": True}
             if msg["cmd"] == "cut":
+                if msg.get("keep_state"):  # for crashfs.replay: the same cut, offline, from this state and seed
+                    with open(msg["keep_state"], "wb") as f:
+                        pickle.dump(self.disk, f)
                 crashed, report = self.disk.crash_image(int(msg["seed"]), msg.get("data", "torn"), msg.get("granularity"))
                 image.save(crashed, image_dir)
                 self.dead = True
+                self._cut_done.set()  # the frozen operation goes on, and fails
                 return {"ok": True, "report": str(report)}
         return {"ok": False, "error": f"unknown command {msg['cmd']!r}"}
 

@@ -82,7 +82,7 @@ class CutReport:
     def __str__(self) -> str:
         return (
             f"power cut seed={self.seed} data={self.data} granularity={self.granularity} dirs={self.dirs}: "
-            f"{self.files} files, {self.unsynced_writes} unsynced writes/size changes, "
+            f"{self.files} files kept, {self.unsynced_writes} unsynced writes/size changes in them, "
             f"{self.entries_kept}/{self.unsynced_entries} unsynced directory entries kept"
         )
 

@@ -1,9 +1,11 @@
 """Runs the disk double for a test: mount, power cut (crash image, unmount, mount the image), cleanup.
 
     fs = CrashFS(tmp_path / "crashfs"); fs.mount()
+    fs.freeze_after(n)          # optional: the n-th change from now blocks until the cut
     ...writers work under fs.path...
     kill_tree(writer)           # first the writers die (SIGKILL: nothing of theirs reaches the disk later)
     fs.cut(seed)                # then the power: the mount shows the crash image afterwards
+    writer.wait()
     fs.close()                  # always (a finally): lazy unmount, daemon ended
 """
 from __future__ import annotations
@@ -42,10 +44,10 @@ def unavailable_reason() -> Optional[str]:
 
 
 def kill_tree(proc: "subprocess.Popen[Any]") -> None:
-    """SIGKILL to the process group of `proc` (started with start_new_session=True), then reaps it."""
+    """SIGKILL to the process group of `proc` (started with start_new_session=True). Reap it after the cut:
+    a writer frozen in a change (freeze_after) dies only once the cut lets that change fail."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 class CrashFS:
@@ -58,6 +60,7 @@ class CrashFS:
         self.dirs = dirs
         self.refuse_direct = refuse_direct
         self.log = self.workdir / "daemon.log"
+        self.precut = self.workdir / "precut.pickle"  # the state before the last cut (crashfs.replay)
         self.reports: list[str] = []  # one line per cut, with its seed
         self._proc: Optional["subprocess.Popen[str]"] = None
 
@@ -92,6 +95,15 @@ class CrashFS:
             raise CrashFSError(f"crashfs {msg['cmd']}: {reply.get('error')}")
         return reply
 
+    def freeze_after(self, changes: int) -> None:
+        """The `changes`-th change from now (write, truncate, create, rename, unlink, mkdir, rmdir, sync)
+        blocks until the cut, and then fails: the cut lands in the middle of the writer's I/O."""
+        self.command(cmd="freeze_after", changes=changes)
+
+    def wait_frozen(self, timeout: float) -> bool:
+        """Whether the writer reached the frozen change within `timeout` seconds."""
+        return bool(self.command(cmd="wait_frozen", timeout=timeout)["frozen"])
+
     @contextlib.contextmanager
     def syncs_ignored(self) -> Iterator[None]:
         """Inside: fsync/fdatasync succeed but make nothing durable, as if the writer died just before each."""
@@ -105,9 +117,9 @@ class CrashFS:
         """The power cut: only the durable state (data="durable") or that plus a random part of the unsynced
         writes, torn at `granularity` (512 or 4096; by default drawn from the seed), survives; the mount then
         shows it. Every writer must be dead already (kill_tree): a write after the cut fails with EIO."""
-        reply = self.command(cmd="cut", seed=seed, data=data, granularity=granularity)
-        report: str = reply["report"]
-        print(report)  # shown with a failing test: the seed replays the cut (docs/power-loss.md)
+        reply = self.command(cmd="cut", seed=seed, data=data, granularity=granularity, keep_state=str(self.precut))
+        report: str = f"{reply['report']}; state before it: {self.precut}"
+        print(report)  # shown with a failing test: replay the cut with crashfs.replay (docs/power-loss.md)
         self.reports.append(report)
         self._unmount()
         self.mount()
