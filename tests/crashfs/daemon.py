@@ -25,6 +25,7 @@ import logging
 import os
 import pickle
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -270,7 +271,7 @@ class CrashOps(mfusepy.Operations):
         return {"ok": False, "error": f"unknown command {msg['cmd']!r}"}
 
 
-def _serve_commands(ops: CrashOps, image_dir: Path) -> None:
+def _serve_commands(ops: CrashOps, image_dir: Path, mountpoint: str) -> None:
     for line in sys.stdin:
         try:
             reply = ops.command(json.loads(line), image_dir)
@@ -278,6 +279,9 @@ def _serve_commands(ops: CrashOps, image_dir: Path) -> None:
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
+    # End of input: the test process is gone (killed, say) and cannot unmount: leave no mount behind.
+    unmount = ["umount", "-l", mountpoint] if os.geteuid() == 0 else ["fusermount3", "-u", "-z", mountpoint]
+    subprocess.run(unmount, check=False, capture_output=True)
 
 
 def main() -> None:
@@ -289,8 +293,8 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="crashfs: %(message)s")  # errors of the ops, on stderr
     ops = CrashOps(image.load(args.image, args.dirs), args.refuse_direct)
-    threading.Thread(target=_serve_commands, args=(ops, args.image), daemon=True).start()
-    options: dict[str, Any] = dict(foreground=True, nothreads=True, fsname="crashfs", subtype="crashfs")
+    threading.Thread(target=_serve_commands, args=(ops, args.image, args.mountpoint), daemon=True).start()
+    options: dict[str, Any] = dict(foreground=True, nothreads=True, fsname=f"crashfs:{args.image}", subtype="crashfs")
     mfusepy.FUSE(ops, args.mountpoint, **options)
 
 
