@@ -50,8 +50,9 @@ def load(kind: str, directory: Path) -> Optional[Loaded]:
     return loaded
 
 
-def loop_writer(kind: str, directory: Path, first_step: int, report: int) -> None:
-    """Saves steps first_step, first_step + 1, ... forever; writes each durable step to fd `report`."""
+def loop_writer(kind: str, directory: Path, first_step: int, commands: int, report: int) -> None:
+    """Saves steps first_step, first_step + 1, ... forever, unasked (`commands` is not read); writes each
+    durable step to fd `report`."""
     ck = open_checkpointer(kind, directory)
     pending = []
     step = first_step

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from crashfs.fixtures import crashfs, crashfs_ordered  # noqa: F401  (fixtures)
 from crashfs.model import Disk, File
 from crashfs.mount import CrashFS
 

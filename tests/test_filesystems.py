@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from crashfs.fixtures import CI_ENV, crashfs_no_direct, seeds  # noqa: F401  (fixture)
+from crashfs.fixtures import CI_ENV, seeds
 from crashfs.mount import CrashFS
 from pccheck.checkpointer import Checkpointer
 from pccheck.errors import CheckpointError

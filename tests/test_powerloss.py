@@ -8,7 +8,7 @@ from functools import partial
 
 import pytest
 
-from crashfs.fixtures import crashfs, seeds  # noqa: F401  (fixture)
+from crashfs.fixtures import seeds
 from crashfs.mount import CrashFS
 from powerloss_helpers import KINDS, Child, command_writer, load, loop_writer, open_checkpointer
 
@@ -74,7 +74,7 @@ def _kill_and_cut_loop(fs: CrashFS, kind: str, cut_seeds: list[int], max_changes
     for seed in cut_seeds:
         first = _step(load(kind, directory)) + 1
         fs.freeze_after(random.Random(seed).randint(1, max_changes))
-        writer = Child(lambda _commands, report: loop_writer(kind, directory, first, report))
+        writer = Child(partial(loop_writer, kind, directory, first))
         assert fs.wait_frozen(timeout=120), "the writer stopped changing the file system"
         writer.kill()
         fs.cut(seed)

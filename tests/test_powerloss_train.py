@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from crashfs.fixtures import crashfs, seeds  # noqa: F401  (fixture)
+from crashfs.fixtures import seeds
 from crashfs.mount import CrashFS, kill_tree
 from pccheck.demo.lossfile import LossFile
 from pccheck.fsutil import fsync_dir
