@@ -4,14 +4,17 @@ and check that every such step survived."""
 from __future__ import annotations
 
 import os
+import random
 import select
 import signal
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
+from crashfs.mount import CrashFS
 from pccheck.checkpointer import FILE_NAME, Checkpointer, load_checkpoint
 from pccheck.checkpointing import CheckpointerLike, Loaded
 from pccheck.torchsave import TorchSaveCheckpointer
@@ -48,6 +51,10 @@ def load(kind: str, directory: Path) -> Optional[Loaded]:
             assert torch.equal(loaded.state[name], expected[name]), f"step {loaded.step}: {name} differs"
         assert loaded.state["meta"] == expected["meta"]
     return loaded
+
+
+def step_of(loaded: Optional[Loaded]) -> int:
+    return 0 if loaded is None else loaded.step
 
 
 def loop_writer(kind: str, directory: Path, first_step: int, commands: int, report: int) -> None:
@@ -128,3 +135,23 @@ class Child:
         os.close(self._rep_r)
         os.close(self._cmd_w)
         return got
+
+
+def kill_and_cut_loop(fs: CrashFS, kind: str, cut_seeds: list[int], max_changes: int) -> None:
+    """A writer saves in a loop; in the middle of a random one of its first `max_changes` file-system changes
+    it is killed and the power cut. The newest checkpoint that loads must be at least as new as every step
+    reported durable; then a new writer goes on from it."""
+    directory = fs.path / "ckpt"
+    newest_reported = 0
+    for seed in cut_seeds:
+        first = step_of(load(kind, directory)) + 1
+        fs.freeze_after(random.Random(seed).randint(1, max_changes))
+        writer = Child(partial(loop_writer, kind, directory, first))
+        assert fs.wait_frozen(timeout=120), "the writer stopped changing the file system"
+        writer.kill()
+        fs.cut(seed)
+        newest_reported = max([newest_reported, *writer.reap()])
+        loaded = load(kind, directory)
+        assert step_of(loaded) >= newest_reported, f"step {newest_reported} was reported durable: {fs.reports[-1]}"
+    if len(cut_seeds) > 1:  # one seed replayed alone (CRASHFS_SEED) may well cut before the first commit
+        assert newest_reported > 0, "nothing was ever reported durable: max_changes is too small"

@@ -17,8 +17,7 @@ from crashfs.mount import CrashFS
 from pccheck.checkpointer import Checkpointer
 from pccheck.errors import CheckpointError
 from pccheck.fsutil import make_durable
-from powerloss_helpers import KINDS, Child, command_writer, load, make_state, open_checkpointer
-from test_powerloss import _kill_and_cut_loop
+from powerloss_helpers import KINDS, Child, command_writer, kill_and_cut_loop, load, make_state, open_checkpointer
 
 
 @contextlib.contextmanager
@@ -81,7 +80,7 @@ def test_without_o_direct_auto_falls_back_to_fdatasync(crashfs_no_direct: CrashF
 
 @pytest.mark.slow
 def test_without_o_direct_kill_and_power_cut(crashfs_no_direct: CrashFS):
-    _kill_and_cut_loop(crashfs_no_direct, "pccheck", seeds(*range(200, 212)), max_changes=300)
+    kill_and_cut_loop(crashfs_no_direct, "pccheck", seeds(*range(200, 212)), max_changes=300)
 
 
 @pytest.mark.parametrize("kind", KINDS)

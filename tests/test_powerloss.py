@@ -3,24 +3,20 @@ a power cut never lose a checkpoint reported durable, and a resume never builds 
 cache held. Checkpoints are pccheck's and the torch.save baseline's, each loaded through its own load path."""
 from __future__ import annotations
 
-import random
 from functools import partial
+from pathlib import Path
 
 import pytest
 
 from crashfs.fixtures import seeds
 from crashfs.mount import CrashFS
-from powerloss_helpers import KINDS, Child, command_writer, load, loop_writer, open_checkpointer
+from powerloss_helpers import KINDS, Child, command_writer, kill_and_cut_loop, load, open_checkpointer, step_of
 
 
-def _step(loaded) -> int:
-    return 0 if loaded is None else loaded.step
-
-
-def _trust(kind: str, directory, how: str) -> int:
+def _trust(kind: str, directory: Path, how: str) -> int:
     """What a resuming run B builds on: the checkpoint it loads, or the step it reports as committed."""
     if how == "load":
-        return _step(load(kind, directory))
+        return step_of(load(kind, directory))
     return open_checkpointer(kind, directory).last_committed_step() or 0
 
 
@@ -38,7 +34,7 @@ def test_resume_then_power_cut_keeps_the_step_it_trusted(crashfs: CrashFS, kind:
         a.reap()
     assert _trust(kind, directory, how) == 2
     crashfs.cut(seed=seeds(11)[0], data="durable")
-    assert _step(load(kind, directory)) == 2, f"the step a resume trusted was lost: {crashfs.reports[-1]}"
+    assert step_of(load(kind, directory)) == 2, f"the step a resume trusted was lost: {crashfs.reports[-1]}"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -50,7 +46,7 @@ def test_first_checkpoint_in_a_new_directory_survives_a_power_cut(crashfs: Crash
     writer.kill()
     writer.reap()
     crashfs.cut(seed=seeds(12)[0], data="durable")
-    assert _step(load(kind, directory)) == 1, f"the first durable checkpoint was lost: {crashfs.reports[-1]}"
+    assert step_of(load(kind, directory)) == 1, f"the first durable checkpoint was lost: {crashfs.reports[-1]}"
 
 
 def test_torchsave_prune_is_durable(crashfs: CrashFS):
@@ -65,30 +61,11 @@ def test_torchsave_prune_is_durable(crashfs: CrashFS):
     assert sorted(p.name for p in directory.iterdir()) == ["ckpt-00000004.pt", "ckpt-00000005.pt"]
 
 
-def _kill_and_cut_loop(fs: CrashFS, kind: str, cut_seeds: list[int], max_changes: int) -> None:
-    """A writer saves in a loop; in the middle of a random one of its first `max_changes` file-system changes
-    it is killed and the power cut. The newest checkpoint that loads must be at least as new as every step
-    reported durable; then a new writer goes on from it."""
-    directory = fs.path / "ckpt"
-    newest_reported = 0
-    for seed in cut_seeds:
-        first = _step(load(kind, directory)) + 1
-        fs.freeze_after(random.Random(seed).randint(1, max_changes))
-        writer = Child(partial(loop_writer, kind, directory, first))
-        assert fs.wait_frozen(timeout=120), "the writer stopped changing the file system"
-        writer.kill()
-        fs.cut(seed)
-        newest_reported = max([newest_reported, *writer.reap()])
-        loaded = load(kind, directory)
-        assert _step(loaded) >= newest_reported, f"step {newest_reported} was reported durable: {fs.reports[-1]}"
-    assert newest_reported > 0, "nothing was ever reported durable: max_changes is too small"
-
-
 def test_kill_and_power_cut_quick(crashfs: CrashFS):
-    _kill_and_cut_loop(crashfs, "pccheck", seeds(1, 2, 3), max_changes=200)
+    kill_and_cut_loop(crashfs, "pccheck", seeds(1, 2, 3), max_changes=200)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_kill_and_power_cut_many_seeds(crashfs: CrashFS, kind: str):
-    _kill_and_cut_loop(crashfs, kind, seeds(*range(100, 124)), max_changes=300)
+    kill_and_cut_loop(crashfs, kind, seeds(*range(100, 124)), max_changes=300)
