@@ -3,6 +3,7 @@ loop or on command and report each step they were told is durable, so the test c
 and check that every such step survived."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import select
@@ -85,7 +86,8 @@ def command_writer(kind: str, directory: Path, commands: int, report: int) -> No
 
 
 class Child:
-    """A forked writer: `run(commands_fd, report_fd)` in the child; the parent reads reports and kills it."""
+    """A forked writer: `run(commands_fd, report_fd)` in the child; the parent reads reports and kills it.
+    As a context manager it is killed on the way out if it still runs (a failed test leaves no writer)."""
 
     def __init__(self, run: Callable[[int, int], None]) -> None:
         cmd_r, self._cmd_w = os.pipe()
@@ -101,6 +103,15 @@ class Child:
         os.close(cmd_r)
         os.close(rep_w)
         self._buffer = b""
+        self._reaped = False
+
+    def __enter__(self) -> "Child":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._reaped:  # not reaped here: a writer frozen by the double dies only at the cut
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
 
     def send(self, step: int) -> None:
         os.write(self._cmd_w, f"{step}\n".encode())
@@ -131,6 +142,7 @@ class Child:
     def reap(self) -> list[int]:
         """Waits until it is gone; returns the steps it reported durable and were not read yet."""
         os.waitpid(self.pid, 0)
+        self._reaped = True
         got = self.reported()
         os.close(self._rep_r)
         os.close(self._cmd_w)
@@ -146,11 +158,11 @@ def kill_and_cut_loop(fs: CrashFS, kind: str, cut_seeds: list[int], max_changes:
     for seed in cut_seeds:
         first = step_of(load(kind, directory)) + 1
         fs.freeze_after(random.Random(seed).randint(1, max_changes))
-        writer = Child(partial(loop_writer, kind, directory, first))
-        assert fs.wait_frozen(timeout=120), "the writer stopped changing the file system"
-        writer.kill()
-        fs.cut(seed)
-        newest_reported = max([newest_reported, *writer.reap()])
+        with Child(partial(loop_writer, kind, directory, first)) as writer:
+            assert fs.wait_frozen(timeout=120), "the writer stopped changing the file system"
+            writer.kill()
+            fs.cut(seed)
+            newest_reported = max([newest_reported, *writer.reap()])
         loaded = load(kind, directory)
         assert step_of(loaded) >= newest_reported, f"step {newest_reported} was reported durable: {fs.reports[-1]}"
     if len(cut_seeds) > 1:  # one seed replayed alone (CRASHFS_SEED) may well cut before the first commit

@@ -99,19 +99,19 @@ def test_full_file_system_later(tmp_path: Path, kind: str):
     Either way the newest commit loads."""
     with _tmpfs(tmp_path / "tmpfs", "16m") as root:
         directory = root / "ckpt"
-        writer = Child(partial(command_writer, kind, directory))
-        writer.ask(1)
-        _fill(root)
-        if kind == "pccheck":
-            writer.ask(2)
-            newest = 2
-        else:
-            with pytest.raises(CheckpointError, match="No space left on device") as failed:
-                open_checkpointer(kind, directory).save(2, make_state(2))
-            print(failed.value)
-            newest = 1
-        writer.kill()
-        writer.reap()
+        with Child(partial(command_writer, kind, directory)) as writer:
+            writer.ask(1)
+            _fill(root)
+            if kind == "pccheck":
+                writer.ask(2)
+                newest = 2
+            else:
+                with pytest.raises(CheckpointError, match="No space left on device") as failed:
+                    open_checkpointer(kind, directory).save(2, make_state(2))
+                print(failed.value)
+                newest = 1
+            writer.kill()
+            writer.reap()
         assert _temporary_files(directory) == []
         assert load(kind, directory).step == newest
 

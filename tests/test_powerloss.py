@@ -26,12 +26,12 @@ def test_resume_then_power_cut_keeps_the_step_it_trusted(crashfs: CrashFS, kind:
     """Run A commits step 1, then writes step 2 but dies before any of step 2's syncs; run B loads (or reports)
     step 2 from the page cache; a power cut follows before B's own first commit: step 2 survives."""
     directory = crashfs.path / "ckpt"
-    a = Child(partial(command_writer, kind, directory))
-    a.ask(1)
-    with crashfs.syncs_ignored():  # A's syncs of step 2 never happen
-        a.ask(2)
-        a.kill()
-        a.reap()
+    with Child(partial(command_writer, kind, directory)) as a:
+        a.ask(1)
+        with crashfs.syncs_ignored():  # A's syncs of step 2 never happen
+            a.ask(2)
+            a.kill()
+            a.reap()
     assert _trust(kind, directory, how) == 2
     crashfs.cut(seed=seeds(11)[0], data="durable")
     assert step_of(load(kind, directory)) == 2, f"the step a resume trusted was lost: {crashfs.reports[-1]}"
@@ -41,10 +41,10 @@ def test_resume_then_power_cut_keeps_the_step_it_trusted(crashfs: CrashFS, kind:
 def test_first_checkpoint_in_a_new_directory_survives_a_power_cut(crashfs: CrashFS, kind: str):
     """The checkpoint directory and its missing parents are created durably before the first commit."""
     directory = crashfs.path / "runs" / "exp" / "ckpt"
-    writer = Child(partial(command_writer, kind, directory))
-    writer.ask(1)
-    writer.kill()
-    writer.reap()
+    with Child(partial(command_writer, kind, directory)) as writer:
+        writer.ask(1)
+        writer.kill()
+        writer.reap()
     crashfs.cut(seed=seeds(12)[0], data="durable")
     assert step_of(load(kind, directory)) == 1, f"the first durable checkpoint was lost: {crashfs.reports[-1]}"
 
@@ -52,11 +52,11 @@ def test_first_checkpoint_in_a_new_directory_survives_a_power_cut(crashfs: Crash
 def test_torchsave_prune_is_durable(crashfs: CrashFS):
     """After save() returns, a cut leaves exactly the `keep` newest checkpoint files (the prune is synced)."""
     directory = crashfs.path / "ckpt"
-    writer = Child(partial(command_writer, "torchsave", directory))
-    for step in range(1, 6):
-        writer.ask(step)
-    writer.kill()
-    writer.reap()
+    with Child(partial(command_writer, "torchsave", directory)) as writer:
+        for step in range(1, 6):
+            writer.ask(step)
+        writer.kill()
+        writer.reap()
     crashfs.cut(seed=seeds(13)[0], data="durable")
     assert sorted(p.name for p in directory.iterdir()) == ["ckpt-00000004.pt", "ckpt-00000005.pt"]
 

@@ -46,13 +46,17 @@ def _run_frozen(fs: CrashFS, flags: list[str], log: Path, status: Path, step: in
             [sys.executable, "-m", "pccheck.demo", *flags], stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    deadline = time.monotonic() + 120
-    while _status(status).get("step", 0) < step and proc.poll() is None:
-        assert time.monotonic() < deadline, f"the trainer did not reach step {step}: {log.read_text()[-2000:]}"
-        time.sleep(0.01)
-    fs.freeze_after(changes)
-    while not fs.wait_frozen(0.2) and proc.poll() is None:
-        assert time.monotonic() < deadline, f"the trainer neither froze nor ended: {log.read_text()[-2000:]}"
+    try:
+        deadline = time.monotonic() + 120
+        while _status(status).get("step", 0) < step and proc.poll() is None:
+            assert time.monotonic() < deadline, f"the trainer did not reach step {step}: {log.read_text()[-2000:]}"
+            time.sleep(0.01)
+        fs.freeze_after(changes)
+        while not fs.wait_frozen(0.2) and proc.poll() is None:
+            assert time.monotonic() < deadline, f"the trainer neither froze nor ended: {log.read_text()[-2000:]}"
+    except BaseException:
+        kill_tree(proc)  # a failed test leaves no trainer behind
+        raise
     return proc
 
 

@@ -9,6 +9,8 @@ each answered by one JSON line on stdout:
                                              unlink, mkdir, rmdir or sync) blocks until the cut and then fails:
                                              a power cut in the middle of the writer's I/O
     {"cmd": "wait_frozen", "timeout": 30}    answers {"frozen": bool} once that change is reached (or at timeout)
+    {"cmd": "stop"}                          every operation from now on fails with EIO, a frozen one too (so the
+                                             mount can go away even when a test failed before its cut)
     {"cmd": "ignore_syncs", "on": true}      acknowledge fsync/fdatasync without doing them (a crash "just before")
     {"cmd": "cut", "seed": 7, "data": "torn", "granularity": 512, "keep_state": PATH}   the power cut: writes
                                              the crash image to DIR (and the state before the cut to PATH, for
@@ -248,6 +250,11 @@ class CrashOps(mfusepy.Operations):
     def command(self, msg: dict[str, Any], image_dir: Path) -> dict[str, Any]:
         if msg["cmd"] == "wait_frozen":
             return {"ok": True, "frozen": self._frozen.wait(float(msg["timeout"]))}
+        if msg["cmd"] == "stop":
+            with self._mutex:
+                self.dead = True
+            self._cut_done.set()
+            return {"ok": True}
         with self._mutex:
             if self.dead:
                 return {"ok": False, "error": "the disk was cut already; unmount and mount again"}
