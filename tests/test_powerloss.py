@@ -49,6 +49,19 @@ def test_first_checkpoint_in_a_new_directory_survives_a_power_cut(crashfs: Crash
     assert step_of(load(kind, directory)) == 1, f"the first durable checkpoint was lost: {crashfs.reports[-1]}"
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_directory_a_crashed_run_left_unsynced_survives_a_power_cut(crashfs: CrashFS, kind: str):
+    """A run created the directory and died before syncing it; the next run's first checkpoint survives a cut."""
+    directory = crashfs.path / "ckpt"
+    directory.mkdir()  # its entry only in the page cache
+    with Child(partial(command_writer, kind, directory)) as writer:
+        writer.ask(1)
+        writer.kill()
+        writer.reap()
+    crashfs.cut(seed=seeds(14)[0], data="durable")
+    assert step_of(load(kind, directory)) == 1, f"the first durable checkpoint was lost: {crashfs.reports[-1]}"
+
+
 def test_torchsave_prune_is_durable(crashfs: CrashFS):
     """After save() returns, a cut leaves exactly the `keep` newest checkpoint files (the prune is synced)."""
     directory = crashfs.path / "ckpt"
