@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional, TextIO
 
 from pccheck.errors import UserError
+from pccheck.fsutil import write_atomic
 
 HEADER = "step,loss\n"
 
@@ -18,8 +19,9 @@ class LossFile:
         if not self.path.parent.is_dir():
             raise UserError(f"directory of --loss-file {self.path} does not exist")
         kept = self._rows_up_to(resume_step) if resume_step is not None else []
-        with open(self.path, "w") as f:
-            f.write(HEADER + "".join(kept))
+        # Durably, by a rename: a power cut must leave the old rows or the new ones, never a shorter file,
+        # and never lose the file's name (its rows are synced with each checkpoint from here on).
+        write_atomic(self.path, (HEADER + "".join(kept)).encode())
         self._file: TextIO = open(self.path, "a")
 
     def _rows_up_to(self, step: int) -> list[str]:

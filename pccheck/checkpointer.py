@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 
-from . import _core, payload
+from . import _core, fsutil, payload
 from .checkpointing import Loaded
 from .errors import CheckpointError
 from .staging import StagedCopier
@@ -96,7 +96,7 @@ class Checkpointer:
 
     def _open(self, enc: payload.Encoded) -> None:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            fsutil.mkdir_durable(self.directory)  # a power cut must not take the directory of a commit
         except OSError as exc:
             raise CheckpointError(f"cannot create checkpoint directory {self.directory}: {exc.strerror}") from None
         slot_size = _round_up(enc.nbytes + len(enc.header) + _HEADROOM, 4096)
@@ -207,12 +207,20 @@ class Checkpointer:
         if not self.path.exists():
             return None
         try:
+            _make_durable(self.path)  # the step it reports must survive a power cut
             return _core.scan(str(self.path), False)
         except _core.CoreError as exc:
             raise CheckpointError(f"{self.path} is not a usable pccheck file: {exc}") from None
 
     def load_latest(self) -> Optional[Loaded]:
         return load_checkpoint(self.path) if self.path.exists() else None
+
+
+def _make_durable(path: Path) -> None:
+    try:
+        fsutil.make_durable(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot make {path} durable before using it: {exc.strerror}") from None
 
 
 def _round_up(n: int, to: int) -> int:
@@ -261,6 +269,7 @@ def load_checkpoint(path: Union[str, Path], step: Optional[int] = None) -> Optio
         except (_core.CoreError, CheckpointError) as exc:
             log.warning("skipping checkpoint at step %d (seq %d) in %s: %s", record["step"], record["seq"], path, exc)
             continue
+        _make_durable(path)  # a crashed writer may have left this commit in the page cache only
         return Loaded(record["step"], state, f"{path}#seq={record['seq']}")
     return None
 

@@ -5,6 +5,7 @@ zip archive's own CRC32s (torch.load does not) and uses weights_only=True, so no
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -16,7 +17,8 @@ from typing import Any, Mapping, Optional
 import torch
 
 from .checkpointing import DoneHandle, Loaded
-from .fsutil import fsync_dir
+from .errors import CheckpointError
+from .fsutil import fsync_dir, make_durable, mkdir_durable
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^ckpt-(\d{8,})\.pt$")
@@ -35,14 +37,24 @@ class TorchSaveCheckpointer:
         self._last: Optional[int] = None
         self.last_saved_step: Optional[int] = None
         self._durable_seconds: Optional[float] = None
+        self._directory_ready = False
 
     def prepare(self, state: Mapping[str, Any]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
+
+    def _make_directory(self) -> None:
+        """Creates the directory durably, once: a power cut must not take it with the checkpoints in it."""
+        if not self._directory_ready:
+            try:
+                mkdir_durable(self.directory)
+            except OSError as exc:
+                raise CheckpointError(f"cannot create checkpoint directory {self.directory}: {exc.strerror}") from None
+            self._directory_ready = True
 
     def save(self, step: int, state: Mapping[str, Any]) -> DoneHandle:
         t0 = time.monotonic()
         self.last_saved_step = step
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._make_directory()
         final = self.directory / _checkpoint_name(step)
         tmp = self.directory / f".{final.name}.tmp-{os.getpid()}"
         try:
@@ -52,9 +64,13 @@ class TorchSaveCheckpointer:
                 os.fsync(f.fileno())
             os.replace(tmp, final)
             fsync_dir(self.directory)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        except BaseException as exc:
+            with contextlib.suppress(OSError):  # best effort: a read-only file system refuses even this
+                tmp.unlink(missing_ok=True)
+            cause = _os_error(exc)
+            if cause is None:
+                raise
+            raise CheckpointError(f"checkpoint at step {step} failed: cannot write {final}: {cause.strerror}") from None
         self._last = step
         self._prune()
         self._durable_seconds = time.monotonic() - t0
@@ -77,7 +93,10 @@ class TorchSaveCheckpointer:
     def last_committed_step(self) -> Optional[int]:
         if self._last is None:
             newest = checkpoints(self.directory)
-            return newest[0][0] if newest else None
+            if not newest:
+                return None
+            make_durable(newest[0][1])  # a crashed writer may have left its rename in the page cache only
+            self._last = newest[0][0]
         return self._last
 
     def load_latest(self) -> Optional[Loaded]:
@@ -89,12 +108,21 @@ class TorchSaveCheckpointer:
                 except Exception as exc:  # an unreadable file is skipped, never returned
                     problem = f"torch.load failed: {exc}"
                 else:
+                    make_durable(path)  # a crashed writer may have left it in the page cache only
                     return Loaded(step, state, str(path))
             log.warning("checkpoint %s is unusable (%s); trying the previous one", path, problem)
         return None
 
     def close(self) -> None:
         pass
+
+
+def _os_error(exc: BaseException) -> Optional[OSError]:
+    """The OSError behind `exc` (torch.save reports a failed write as a RuntimeError raised during it)."""
+    seen: Optional[BaseException] = exc
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 def checkpoints(directory: Path) -> list[tuple[int, Path]]:

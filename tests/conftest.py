@@ -1,4 +1,5 @@
-"""Shared fixtures: loss files of uninterrupted reference runs; signal dispositions restored per test."""
+"""Shared fixtures: loss files of uninterrupted reference runs; signal dispositions restored per test; the
+power-loss file system (crashfs.fixtures)."""
 from __future__ import annotations
 
 import signal
@@ -7,6 +8,8 @@ from typing import Sequence
 import pytest
 
 from trainer_helpers import train
+
+pytest_plugins = ["crashfs.fixtures"]
 
 
 @pytest.fixture(scope="session")
