@@ -69,14 +69,14 @@ class Decision:
 
 
 def stopped(o: Observed) -> bool:
-    """Exit 75; or, after a stop request, any other end (but 0 and 2) of a command that reported its stop
-    or committed progress: torchrun exits 1 when its workers exit 75, and a command killed at the hard
-    limit (by the wrapper or by Slurm) keeps what it committed."""
+    """Exit 75; or, after a stop request, any other end (but 0 and 2) of a command that reported its stop,
+    committed progress or was killed at the hard limit: torchrun exits 1 when its workers exit 75, and a
+    command killed at the hard limit (by the wrapper or by Slurm) did not crash and keeps what it committed."""
     if o.exit_code == EXIT_REQUEUE:
         return True
     if o.exit_code in (EXIT_OK, EXIT_USAGE) or not o.stop_requested:
         return False
-    return o.reported_stopped or o.progressed
+    return o.reported_stopped or o.progressed or o.killed_at_limit
 
 
 def decide(o: Observed, kind: str, requeues_used: int, budget: int, budget_flag: str) -> Decision:

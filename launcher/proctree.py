@@ -9,7 +9,6 @@ Slurm kills a job's cgroup.
 from __future__ import annotations
 
 import ctypes
-import errno
 import logging
 import os
 import signal
@@ -118,11 +117,3 @@ def stop_signal_targets(root: int, sig: signal.Signals) -> list[int]:
     """The processes below `root` that handle `sig` (a Python trainer, torchrun's workers; not torchrun's
     agent, a shell or DataLoader workers that do not): the ones a stop request is for."""
     return [p.pid for p in descendants(root) if catches(p.pid, sig)]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True

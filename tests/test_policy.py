@@ -60,6 +60,9 @@ def test_a_stop_is_recognized_without_exit_75():
     assert decide(observed(exit_code=1), "timeout", 0, 3, "f").action == "requeue"
     # killed at the hard limit (by the wrapper or by Slurm) after a request: what it committed counts
     assert decide(observed(exit_code=-9, reported_stopped=False, killed_at_limit=True), "timeout", 0, 3, "f").action == "requeue"
+    # ... and without progress it is a stop for good, not a failure: it did not crash, it ran out of time
+    late = decide(observed(exit_code=-9, reported_stopped=False, killed_at_limit=True, committed_after=10), "timeout", 0, 3, "f")
+    assert (late.action, late.exit_code) == ("stopped", EXIT_REQUEUE) and "no progress" in late.reason
     # ... but not without a stop request: that is a crash
     assert decide(observed(exit_code=1, stop_requested=False), "timeout", 0, 3, "f").action == "failed"
     # ... nor without a report or progress
