@@ -3,6 +3,9 @@
     python dcp_worker.py save DIR MODE STEP [STEP ...]   MODE: sync | thread | process
     python dcp_worker.py loop DIR                         saves steps 1, 2, ... until killed
     python dcp_worker.py load DIR [STEP]                  checks every tensor against the saved step
+    python dcp_worker.py diverge DIR STEP                 saves a plain tensor that differs between ranks
+    python dcp_worker.py killfinish DIR STEP              rank 0 is SIGKILLed after every part of STEP is durable,
+                                                          before the global commit
 Ranks come from torchrun's variables (one process without them). The state of step s: a Shard(0) fp32
 DTensor, a Shard(1) bf16 DTensor, a Replicate() DTensor, a plain replicated tensor and the step value,
 every element a function of s, so a load proves which step it read and that no tensor mixes two steps.
@@ -10,16 +13,19 @@ every element a function of s, so a load proves which step it read and that no t
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict_saver import AsyncCheckpointerType
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 import pccheck.dcp
+from pccheck.dcp.checkpointer import explain
 
 SHAPES = {"w0": ((12, 6), torch.float32, Shard(0)), "w1": ((4, 10), torch.bfloat16, Shard(1)),
           "rep": ((7,), torch.float32, Replicate())}
@@ -82,6 +88,11 @@ def save(directory: str, mode: str, step: int, mesh: Any) -> None:
     fut.result()
 
 
+class _DiesBeforeGlobalCommit(pccheck.dcp.Writer):
+    def finish(self, metadata: Any, results: Any) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def main(argv: list[str]) -> int:
     mesh = setup()
     cmd, directory = argv[0], argv[1]
@@ -93,6 +104,16 @@ def main(argv: list[str]) -> int:
         while True:
             step += 1
             save(directory, "sync", step, mesh)
+    elif cmd == "diverge":
+        sd = state(int(argv[2]), mesh)
+        sd["plain"] = sd["plain"] + dist.get_rank()  # same shape on every rank, different bytes
+        try:
+            dcp.save(sd, storage_writer=pccheck.dcp.Writer(directory, step=int(argv[2])))
+        except CheckpointException as exc:
+            print(f"refused: {explain(exc)}", file=sys.stderr, flush=True)
+            return 3
+    elif cmd == "killfinish":
+        dcp.save(state(int(argv[2]), mesh), storage_writer=_DiesBeforeGlobalCommit(directory, step=int(argv[2])))
     elif cmd == "load":
         reader = pccheck.dcp.Reader(directory, step=int(argv[2]) if len(argv) > 2 else None)
         sd = state(0, mesh, zero=True)
@@ -100,7 +121,7 @@ def main(argv: list[str]) -> int:
         step = sd["step"]
         bad = mismatches(sd, step)
         rank = dist.get_rank() if mesh is not None else 0
-        print(f"rank {rank}: loaded step {step}; mismatches: {bad}", flush=True)
+        print(f"rank {rank}: loaded step {step}; mismatches: {bad}", file=sys.stderr, flush=True)
         if bad:
             return 1
     pccheck.dcp.close_all()

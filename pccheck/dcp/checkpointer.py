@@ -24,6 +24,7 @@ from typing import Any, Mapping, Optional, Union
 
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict_saver import AsyncCheckpointerType
 
 from ..checkpointing import Loaded
@@ -51,9 +52,9 @@ class Save:
                 self.future.result(timeout)
             except TimeoutError:
                 return False
-            except Exception as exc:  # DCP wraps every rank's failure; one line for the user
+            except (Exception, CheckpointException) as exc:
                 self.future = None
-                raise CheckpointError(f"checkpoint at step {self.step} failed: {_first_line(exc)}") from None
+                raise CheckpointError(f"checkpoint at step {self.step} failed: {explain(exc)}") from None
             self.future = None
             self.seconds = time.monotonic() - self.began
         return True
@@ -132,15 +133,21 @@ class Checkpointer:
         other values replaced) and returns it; None when `path` holds none."""
         if state is None:
             raise CheckpointError("pccheck.dcp.Checkpointer.load_latest needs the state to load into (DCP loads in place)")
-        try:
-            _, cp = choose(self.path)
-        except CheckpointError:
-            return None
-        assert cp.doc is not None
-        saved_world = cp.doc["world"]
-        sd = self._to_dcp(state, self.rank % saved_world)
-        _run(lambda: dcp.load(sd, storage_reader=Reader(self.path), process_group=self.group), cp.step)
-        return Loaded(int(cp.step or 0), self._from_dcp(sd), f"{self.path}#step={cp.step}")
+        skip: frozenset[tuple[Optional[str], int]] = frozenset()
+        while True:  # a chunk that fails its CRC during the load: every rank falls back to the next older one
+            try:
+                s, cp = choose(self.path, skip=skip)
+            except CheckpointError:
+                return None
+            assert cp.doc is not None
+            sd = self._to_dcp(state, self.rank % cp.doc["world"])
+            try:
+                _run(lambda: dcp.load(sd, storage_reader=Reader(self.path, skip=skip), process_group=self.group), cp.step)
+            except CheckpointError as exc:
+                log.warning("cannot load step %s of the %s, trying an older one: %s", cp.step, s.label, exc)
+                skip = skip | {(s.set_id, cp.seq)}
+                continue
+            return Loaded(int(cp.step or 0), self._from_dcp(sd), f"{self.path}#step={cp.step}")
 
     def close(self) -> None:
         try:
@@ -163,9 +170,11 @@ class Checkpointer:
         return out
 
 
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:2000] or type(exc).__name__
+def explain(exc: BaseException) -> str:
+    """One line for a DCP failure: each failing rank's own error, without DCP's tracebacks."""
+    if isinstance(exc, CheckpointException):
+        return "; ".join(f"rank {r}: {explain(e)}" for r, (e, _) in sorted(exc.failures.items()))
+    return " ".join(str(exc).split())[:2000] or type(exc).__name__
 
 
 def _run(fn: Any, step: Any) -> Any:
@@ -173,5 +182,5 @@ def _run(fn: Any, step: Any) -> Any:
         return fn()
     except CheckpointError:
         raise
-    except Exception as exc:  # DCP's CheckpointException carries every rank's traceback
-        raise CheckpointError(f"checkpoint at step {step}: {_first_line(exc)}") from None
+    except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
+        raise CheckpointError(f"checkpoint at step {step}: {explain(exc)}") from None

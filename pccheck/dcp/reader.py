@@ -34,10 +34,16 @@ from .sets import Checkpoint, FileSet, newest, scan_directory, skipped_newer
 log = logging.getLogger("pccheck.dcp")
 
 
-def choose(path: Union[str, os.PathLike], step: Optional[int] = None) -> tuple[FileSet, Checkpoint]:
-    """The DCP checkpoint a load takes from `path` (newest valid, or newest valid of `step`); every newer one
-    passed over is logged with which rank and why; CheckpointError when there is none."""
+def choose(path: Union[str, os.PathLike], step: Optional[int] = None,
+           skip: frozenset[tuple[Optional[str], int]] = frozenset()) -> tuple[FileSet, Checkpoint]:
+    """The DCP checkpoint a load takes from `path` (newest valid, or newest valid of `step`, passing over the
+    (set id, seq) in `skip`); every newer one passed over is logged with which rank and why; CheckpointError
+    when there is none."""
     sets = [s for s in scan_directory(path) if s.kind == "dcp"]
+    for s in sets:
+        for c in s.checkpoints:
+            if (s.set_id, c.seq) in skip:
+                c.valid, c.why = False, c.why or "failed to load"
     found = newest(sets, step)
     for s in sets:
         if s.error:
@@ -54,10 +60,12 @@ def choose(path: Union[str, os.PathLike], step: Optional[int] = None) -> tuple[F
 class Reader(StorageReader):
     """Reads the newest valid global checkpoint of `path` (or the newest of `step`)."""
 
-    def __init__(self, path: Union[str, os.PathLike], *, step: Optional[int] = None) -> None:
+    def __init__(self, path: Union[str, os.PathLike], *, step: Optional[int] = None,
+                 skip: frozenset[tuple[Optional[str], int]] = frozenset()) -> None:
         super().__init__()
         self.path = Path(path)
         self.step = step
+        self.skip = skip
         self.chosen: Optional[tuple[FileSet, Checkpoint]] = None
         self._locations: dict[Any, ItemLocation] = {}
         self._parts: list[dict[str, Any]] = []
@@ -68,7 +76,7 @@ class Reader(StorageReader):
         self.chosen = None
 
     def read_metadata(self) -> Metadata:
-        self.chosen = choose(self.path, self.step)
+        self.chosen = choose(self.path, self.step, self.skip)
         s, cp = self.chosen
         assert cp.doc is not None
         md = metadata_json.decode(cp.doc["metadata"])
@@ -138,6 +146,7 @@ def _refuse_code(raw: memoryview, fqn: str) -> None:
         torch.load(io.BytesIO(raw), weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, TypeError, AttributeError, KeyError,
             IndexError, ImportError) as exc:
-        reason = " ".join(str(exc).split())[:300]
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[-1] if lines else "")[:300]
         raise CheckpointError(f"value {fqn!r} is not plain data (torch.load(weights_only=True) refused it: {reason}); "
                               "not loaded: unpickling it could run code") from None

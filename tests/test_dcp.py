@@ -1,0 +1,177 @@
+"""pccheck.dcp: DTensor state saved by 2 ranks (gloo) through dcp.save / dcp.async_save (thread, process)
+loads on 1 and 3 ranks; replicated tensors that differ are refused; a crash before the global commit and
+damaged files fall back to the previous checkpoint; an untrusted directory runs no code."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dcp_worker
+from multirank_helpers import start, stderr, wait_all
+from pccheck.dcp.sets import newest, scan_directory
+from pccheck.errors import CheckpointError
+
+WORKER = str(Path(__file__).with_name("dcp_worker.py"))
+
+
+def ranks(cwd: Path, world: int, *args: str) -> list[int]:
+    return wait_all(start([], world, cwd, argv=[sys.executable, WORKER, *args]), timeout=300)
+
+
+def load_one(directory: Path, step: int | None = None) -> int:
+    """Loads in this process (no process group) and returns the step read; fails on any tensor mismatch."""
+    assert dcp_worker.main(["load", str(directory), *([str(step)] if step is not None else [])]) == 0
+    found = newest(scan_directory(directory), step)
+    assert found is not None
+    return int(found[1].step)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> Path:
+    """Steps 1, 2 by dcp.save, 3 by async_save (thread), 4 by async_save (process), all by 2 ranks."""
+    d = tmp_path_factory.mktemp("dcp")
+    for mode, steps in (("sync", ["1", "2"]), ("thread", ["3"]), ("process", ["4"])):
+        codes = ranks(d, 2, "save", str(d / "ckpt"), mode, *steps)
+        assert codes == [0, 0], stderr(d, 0)[-3000:]
+    return d / "ckpt"
+
+
+def test_one_set_of_two_rank_files_and_a_commit_file(saved):
+    (s,) = scan_directory(saved)
+    assert s.kind == "dcp" and s.world == 2 and s.error is None
+    assert [c.step for c in s.checkpoints if c.valid][:2] == [4, 3]  # keep=2 newest are intact
+
+
+def test_loads_on_one_process_without_a_process_group(saved):
+    assert load_one(saved) == 4
+    assert load_one(saved, step=3) == 3  # an older one on request
+
+
+def test_loads_on_three_ranks(saved, tmp_path):
+    assert ranks(tmp_path, 3, "load", str(saved)) == [0, 0, 0], stderr(tmp_path, 0)
+    assert all("loaded step 4; mismatches: []" in stderr(tmp_path, r) for r in range(3))
+
+
+def test_plain_tensor_that_differs_between_ranks_is_refused_naming_it_and_the_ranks(saved, tmp_path):
+    d = tmp_path / "ckpt"
+    shutil.copytree(saved, d)
+    assert ranks(tmp_path, 2, "diverge", str(d), "5") == [3, 3]
+    err = stderr(tmp_path, 0)
+    assert "tensor 'plain' is a plain (replicated) tensor but differs between ranks" in err
+    assert "ranks [0] hold" in err and "ranks [1] hold" in err
+    assert load_one(d) == 4  # the refused save left the newest checkpoint as it was
+
+
+def test_crash_between_the_parts_and_the_global_commit_loads_the_previous_step(saved, tmp_path, caplog):
+    d = tmp_path / "ckpt"
+    shutil.copytree(saved, d)
+    codes = ranks(tmp_path, 2, "killfinish", str(d), "5")
+    assert codes[0] == -9
+    (s,) = scan_directory(d)
+    assert newest([s])[1].step == 4  # both parts of step 5 are durable, the global commit is not
+    assert load_one(d) == 4
+    # the next save retires the parts no global commit names, so they never push a named slot out
+    assert ranks(tmp_path, 2, "save", str(d), "sync", "6", "7", "8") == [0, 0], stderr(tmp_path, 0)
+    assert "retired 1 record(s) no global commit names" in stderr(tmp_path, 0)
+    assert load_one(d) == 8 and load_one(d, step=7) == 7
+
+
+def _flip(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def _payload_offset(path: Path, step: int) -> int:
+    from pccheck import _core
+
+    scan = _core.scan(str(path), False)
+    rec = next(e for e in scan["entries"] if e.get("step") == step and e["valid"])
+    g = scan["geometry"]
+    return g["slots_offset"] + rec["slot"] * (g["table_bytes"] + g["slot_size"]) + g["table_bytes"]
+
+
+def test_damaged_commit_falls_back_and_says_why(saved, tmp_path, caplog):
+    d = tmp_path / "ckpt"
+    shutil.copytree(saved, d)
+    path = next(d.glob("dcp-*-commit.ckpt"))
+    _flip(path, _payload_offset(path, 4) + 20)
+    with caplog.at_level(logging.WARNING, logger="pccheck.dcp"):
+        assert load_one(d) == 3
+    assert "skipping step 4" in caplog.text and "checksum mismatch" in caplog.text
+
+
+def test_damaged_part_is_never_returned(saved, tmp_path, caplog):
+    """The chunk tables still verify, so a plain load finds the chunk when it reads it and stops with an
+    error naming the file; a full scan names the rank; the adapter falls back to the previous step."""
+    d = tmp_path / "ckpt"
+    shutil.copytree(saved, d)
+    path = next(d.glob("dcp-*-r00001.ckpt"))
+    _flip(path, _payload_offset(path, 4) + 200)
+    with pytest.raises(BaseException, match="r00001.ckpt: chunk 0 checksum mismatch"):
+        dcp_worker.main(["load", str(d)])
+    newest_cp = scan_directory(d, verify=True)[0].checkpoints[0]
+    assert not newest_cp.valid and "rank 1:" in newest_cp.why and "checksum mismatch" in newest_cp.why
+    import pccheck.dcp
+
+    template = dcp_worker.state(0, None, zero=True)
+    with caplog.at_level(logging.WARNING, logger="pccheck.dcp"):
+        loaded = pccheck.dcp.Checkpointer(d, mode="sync").load_latest(template)
+    assert loaded.step == 3 and dcp_worker.mismatches(loaded.state, 3) == []
+    assert "cannot load step 4" in caplog.text
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['PCCHECK_TEST_MARKER']}",))
+
+
+def test_untrusted_directory_runs_no_code(tmp_path, monkeypatch):
+    """A value pickled to run code (its CRCs valid) and a hostile DCP `.metadata` beside it: the load stops
+    with an error and nothing runs."""
+    import pickle
+
+    import torch.distributed.checkpoint as dcp
+
+    import pccheck.dcp
+
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("PCCHECK_TEST_MARKER", str(marker))
+    d = tmp_path / "ckpt"
+    dcp.save({"x": _RunsCode()}, storage_writer=pccheck.dcp.Writer(d))
+    assert not marker.exists()  # pickling does not run it; unpickling would
+    (d / ".metadata").write_bytes(pickle.dumps(_RunsCode()))  # what FileSystemReader would unpickle
+    with pytest.raises(BaseException, match="not plain data") as info:
+        dcp.load({"x": None}, storage_reader=pccheck.dcp.Reader(d))
+    assert "weights_only=True" in str(info.value) and "system" in str(info.value)
+    assert not marker.exists()
+    pccheck.dcp.close_all()
+
+
+def test_wrong_world_missing_file_and_garbage_are_one_clear_error(saved, tmp_path):
+    d = tmp_path / "ckpt"
+    shutil.copytree(saved, d)
+    for f in d.glob("dcp-*-r00001.ckpt"):
+        f.unlink()
+    (s,) = scan_directory(d)
+    assert not any(c.valid for c in s.checkpoints)
+    assert "rank 1:" in s.checkpoints[0].why and "is missing" in s.checkpoints[0].why
+    with pytest.raises(CheckpointError, match="no valid DCP checkpoint"):
+        pccheck_reader_choose(d)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no valid DCP checkpoint"):
+        pccheck_reader_choose(tmp_path / "empty")
+
+
+def pccheck_reader_choose(d: Path):
+    from pccheck.dcp.reader import choose
+
+    return choose(d)
