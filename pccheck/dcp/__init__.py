@@ -9,9 +9,16 @@ Files, global commit and retention: docs/multirank.md.
 """
 from __future__ import annotations
 
-from .checkpointer import Checkpointer
-from .reader import Reader
-from .stores import close_all
-from .writer import Writer
+from typing import Any
 
 __all__ = ["Writer", "Reader", "Checkpointer", "close_all"]
+_LAZY = {"Writer": "writer", "Reader": "reader", "Checkpointer": "checkpointer", "close_all": "stores"}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so the torch-free parts (names, sets: the job wrapper's catalog, pccheck-inspect) load without torch.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(name)
