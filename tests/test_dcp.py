@@ -175,3 +175,69 @@ def pccheck_reader_choose(d: Path):
     from pccheck.dcp.reader import choose
 
     return choose(d)
+
+
+# -- pccheck-inspect on DCP sets -------------------------------------------------------------------------
+def inspect_json(capsys, *argv: str) -> tuple[int, dict]:
+    import json
+
+    from pccheck.tools import inspect as cli
+
+    status = cli.main([*argv, "--json"])
+    return status, json.loads(capsys.readouterr().out)
+
+
+def test_inspect_shows_rank_files_global_commits_and_the_pick(saved, capsys):
+    status, doc = inspect_json(capsys, str(saved))
+    (s,) = doc["sets"]
+    assert status == 0 and s["kind"] == "dcp" and s["world"] == 2 and len(s["files"]) == 3
+    newest_cp = s["checkpoints"][0]
+    assert newest_cp["step"] == 4 and newest_cp["valid"] and [p["rank"] for p in newest_cp["ranks"]] == [0, 1]
+    assert doc["chosen"]["step"] == 4 and doc["chosen"]["set"] == s["label"]
+    assert {t["name"]: t["shape"] for t in doc["state"]["tensors"]}["w1"] == [4, 10]  # whole, not a shard
+
+
+def test_inspect_verify_reads_every_part(saved, tmp_path, capsys):
+    d = tmp_path / "ckpt"
+    shutil.copytree(saved, d)
+    path = next(d.glob("dcp-*-r00001.ckpt"))
+    _flip(path, _payload_offset(path, 4) + 200)
+    assert inspect_json(capsys, str(d))[0] == 0  # headers alone cannot see it
+    status, doc = inspect_json(capsys, str(d), "--verify")
+    bad = doc["sets"][0]["checkpoints"][0]
+    assert status == 1 and not bad["valid"] and bad["reason"].startswith("rank 1: ")
+    assert doc["chosen"]["step"] == 3 and doc["skipped"][0]["step"] == 4
+
+
+def test_inspect_exports_the_whole_state_to_safetensors(saved, tmp_path, capsys):
+    from pccheck import payload
+
+    out = tmp_path / "full.safetensors"
+    status, doc = inspect_json(capsys, str(saved), "--export", str(out), "--tensor", "w1")
+    assert status == 0 and doc["tensor"]["shape"] == [4, 10] and doc["export"]["tensors"] == 4
+    state = payload.decode(bytearray(out.read_bytes()))
+    assert dcp_worker.mismatches(state, 4) == []  # every tensor whole, bf16 included, and the step value
+
+
+def test_inspect_tells_a_single_process_file_and_a_rank_set_apart(saved, tmp_path, capsys):
+    """The bug: a pccheck.ckpt beside a 2-rank set was judged with it as one set of 3 rank files."""
+    import torch
+
+    from pccheck.checkpointer import Checkpointer
+
+    d = tmp_path / "ckpt"
+    shutil.copytree(saved, d)
+    with Checkpointer(d, max_async=1, keep=1) as ck:
+        assert ck.save(50, {"step": 50, "w": torch.ones(3)}).wait()
+    status, doc = inspect_json(capsys, str(d))
+    assert status == 0 and [(s["kind"], s["world"], s["exit_status"]) for s in doc["sets"]] == [("dcp", 2, 0), ("file", 1, 0)]
+    assert doc["chosen"]["set"] == "pccheck.ckpt" and doc["chosen"]["step"] == 50  # the newest by commit time
+    assert "rank files" not in doc["message"]
+
+
+def test_inspect_of_garbage_named_like_a_set_is_one_line(tmp_path, capsys):
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    (d / "dcp-0123abcd-w00002-commit.ckpt").write_bytes(b"PCCKSUPR" + bytes(100))
+    status, doc = inspect_json(capsys, str(d))
+    assert status == 2 and "unusable" in doc["sets"][0]["error"] and doc["chosen"] is None

@@ -194,6 +194,27 @@ def _render_checkpoints(console: Any, doc: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _render_sets(console: Any, doc: dict[str, Any]) -> None:
+    """Several file sets: each one's checkpoints (global commits of a DCP set, with its parts) and verdict."""
+    from rich.text import Text
+
+    if len(doc["sets"]) < 2 and not any(s["kind"] == "dcp" for s in doc["sets"]):
+        return
+    for s in doc["sets"]:
+        cols = ["checkpoint", "step", "written (UTC)", "parts (rank: seq, size)", "status"]
+        table = _table(f"{_safe(s['label'])}" + (f": {s['error']}" if s["error"] else ""), cols)
+        for c in s["checkpoints"]:
+            status = Text("valid", style="green") if c["valid"] else Text(_safe(c["reason"], 200), style="red")
+            if s["chosen"] is not None and c["seq"] == s["chosen"]["seq"]:
+                status.append("  ← this set's pick", style="bold")
+            parts = "; ".join(f"{p['rank']}: {p['seq']}, {_size(p['payload_bytes'])}" for p in c["ranks"] or [])
+            _row(table, f"seq {c['seq']}" if c["gseq"] is None else c["gseq"], "-" if c["step"] is None else c["step"],
+                 c["time"] or "-", parts or "-", status)
+        console.print(table)
+        style = {0: "green", 1: "yellow"}.get(s["exit_status"], "red")
+        console.print(Text(_safe(s["message"], 400), style=style))
+
+
 def _render_state(console: Any, doc: dict[str, Any], all_tensors: bool) -> None:
     state = doc["state"]
     if state is None:
@@ -233,6 +254,7 @@ def render(doc: dict[str, Any], all_tensors: bool = False, console: Any = None) 
     console = console or Console(highlight=False)
     _render_files(console, doc)
     _render_checkpoints(console, doc)
+    _render_sets(console, doc)
     chosen = doc["chosen"]
     if chosen is not None:
         line = Text("a load picks ", style="bold")

@@ -34,22 +34,25 @@ from .sets import Checkpoint, FileSet, newest, scan_directory, skipped_newer
 log = logging.getLogger("pccheck.dcp")
 
 
-def choose(path: Union[str, os.PathLike], step: Optional[int] = None,
-           skip: frozenset[tuple[Optional[str], int]] = frozenset()) -> tuple[FileSet, Checkpoint]:
+Pick = tuple[Optional[str], int]  # (set id, seq in the commit file): one checkpoint
+
+
+def choose(path: Union[str, os.PathLike], step: Optional[int] = None, skip: frozenset[Pick] = frozenset(),
+           pick: Optional[Pick] = None) -> tuple[FileSet, Checkpoint]:
     """The DCP checkpoint a load takes from `path` (newest valid, or newest valid of `step`, passing over the
-    (set id, seq) in `skip`); every newer one passed over is logged with which rank and why; CheckpointError
-    when there is none."""
+    checkpoints in `skip`, or exactly `pick`); every newer one passed over is logged with which rank and why;
+    CheckpointError when there is none."""
     sets = [s for s in scan_directory(path) if s.kind == "dcp"]
     for s in sets:
         for c in s.checkpoints:
-            if (s.set_id, c.seq) in skip:
-                c.valid, c.why = False, c.why or "failed to load"
+            if (s.set_id, c.seq) in skip or (pick is not None and (s.set_id, c.seq) != pick):
+                c.valid, c.why = False, c.why or ("failed to load" if pick is None else "not the one asked for")
     found = newest(sets, step)
     for s in sets:
         if s.error:
             log.warning("%s: %s", s.label, s.error)
         for c in skipped_newer(s, found[1] if found and found[0] is s else None):
-            if step is None or c.step == step:
+            if pick is None and (step is None or c.step == step):
                 log.warning("skipping step %s (checkpoint %s) of the %s: %s", c.step, c.gseq or "?", s.label, c.why)
     if found is None:
         what = f"of step {step} " if step is not None else ""
@@ -61,11 +64,12 @@ class Reader(StorageReader):
     """Reads the newest valid global checkpoint of `path` (or the newest of `step`)."""
 
     def __init__(self, path: Union[str, os.PathLike], *, step: Optional[int] = None,
-                 skip: frozenset[tuple[Optional[str], int]] = frozenset()) -> None:
+                 skip: frozenset[Pick] = frozenset(), pick: Optional[Pick] = None) -> None:
         super().__init__()
         self.path = Path(path)
         self.step = step
         self.skip = skip
+        self.pick = pick
         self.chosen: Optional[tuple[FileSet, Checkpoint]] = None
         self._locations: dict[Any, ItemLocation] = {}
         self._parts: list[dict[str, Any]] = []
@@ -76,7 +80,7 @@ class Reader(StorageReader):
         self.chosen = None
 
     def read_metadata(self) -> Metadata:
-        self.chosen = choose(self.path, self.step, self.skip)
+        self.chosen = choose(self.path, self.step, self.skip, self.pick)
         s, cp = self.chosen
         assert cp.doc is not None
         md = metadata_json.decode(cp.doc["metadata"])

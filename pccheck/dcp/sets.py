@@ -154,7 +154,9 @@ def _dcp_set(directory: str, name: SetName, verify: bool, cache: dict) -> FileSe
     return s
 
 
-def _file_set(path: str, verify: bool, cache: dict) -> FileSet:
+def file_set(path: str, verify: bool = False, cache: Optional[dict] = None) -> FileSet:
+    """One pccheck file as a set of its own (a one-process run, or a file of another writer)."""
+    cache = {} if cache is None else cache
     s = FileSet("file", 1, [path])
     try:
         scan = _scan(path, verify, cache)
@@ -167,14 +169,14 @@ def _file_set(path: str, verify: bool, cache: dict) -> FileSet:
     return s
 
 
-def scan_directory(directory: Union[str, Path], verify: bool = False) -> list[FileSet]:
+def scan_directory(directory: Union[str, Path], verify: bool = False, cache: Optional[dict] = None) -> list[FileSet]:
     """Every file set in `directory`: DCP sets (by world size, then id), then single pccheck files."""
     directory = str(directory)
     try:
         names = sorted(os.listdir(directory))
     except OSError:
         return []
-    cache: dict = {}
+    cache = {} if cache is None else cache
     dcp: dict[SetName, None] = {}
     singles = []
     for n in names:
@@ -184,7 +186,7 @@ def scan_directory(directory: Union[str, Path], verify: bool = False) -> list[Fi
         elif n.endswith(".ckpt") and _is_core_file(os.path.join(directory, n)):
             singles.append(os.path.join(directory, n))
     out = [_dcp_set(directory, s, verify, cache) for s in sorted(dcp, key=lambda s: (s.world, s.set_id))]
-    return out + [_file_set(p, verify, cache) for p in singles]
+    return out + [file_set(p, verify, cache) for p in singles]
 
 
 def newest(sets: Iterable[FileSet], step: Optional[int] = None) -> Optional[tuple[FileSet, Checkpoint]]:
