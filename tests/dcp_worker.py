@@ -1,6 +1,6 @@
 """A DCP rank for the tests: saves DTensor state through pccheck.dcp.Writer and loads it through Reader.
 
-    python dcp_worker.py save DIR MODE STEP [STEP ...]   MODE: sync | thread | process
+    python dcp_worker.py save DIR MODE:STEP [MODE:STEP ...]   MODE: sync | thread | process
     python dcp_worker.py loop DIR                         saves steps 1, 2, ... until killed
     python dcp_worker.py load DIR [STEP]                  checks every tensor against the saved step
     python dcp_worker.py diverge DIR STEP                 saves a plain tensor that differs between ranks
@@ -81,6 +81,8 @@ def save(directory: str, mode: str, step: int, mesh: Any) -> None:
         dcp.save(sd, storage_writer=writer)
         return
     kind = {"thread": AsyncCheckpointerType.THREAD, "process": AsyncCheckpointerType.PROCESS}[mode]
+    if mode == "process":  # its daemon opens the rank files: this process lets go of them first
+        pccheck.dcp.close_all()
     fut = dcp.async_save(sd, storage_writer=writer, async_checkpointer_type=kind)
     for t in sd.values():  # the stager copied the state: changing it now must not change the checkpoint
         if isinstance(t, torch.Tensor):
@@ -97,8 +99,9 @@ def main(argv: list[str]) -> int:
     mesh = setup()
     cmd, directory = argv[0], argv[1]
     if cmd == "save":
-        for step in argv[3:]:
-            save(directory, argv[2], int(step), mesh)
+        for item in argv[2:]:
+            mode, step = item.split(":")
+            save(directory, mode, int(step), mesh)
     elif cmd == "loop":
         step = 0
         while True:

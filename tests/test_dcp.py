@@ -36,9 +36,8 @@ def load_one(directory: Path, step: int | None = None) -> int:
 def saved(tmp_path_factory) -> Path:
     """Steps 1, 2 by dcp.save, 3 by async_save (thread), 4 by async_save (process), all by 2 ranks."""
     d = tmp_path_factory.mktemp("dcp")
-    for mode, steps in (("sync", ["1", "2"]), ("thread", ["3"]), ("process", ["4"])):
-        codes = ranks(d, 2, "save", str(d / "ckpt"), mode, *steps)
-        assert codes == [0, 0], stderr(d, 0)[-3000:]
+    codes = ranks(d, 2, "save", str(d / "ckpt"), "sync:1", "sync:2", "thread:3", "process:4")
+    assert codes == [0, 0], stderr(d, 0)[-3000:]
     return d / "ckpt"
 
 
@@ -77,7 +76,7 @@ def test_crash_between_the_parts_and_the_global_commit_loads_the_previous_step(s
     assert newest([s])[1].step == 4  # both parts of step 5 are durable, the global commit is not
     assert load_one(d) == 4
     # the next save retires the parts no global commit names, so they never push a named slot out
-    assert ranks(tmp_path, 2, "save", str(d), "sync", "6", "7", "8") == [0, 0], stderr(tmp_path, 0)
+    assert ranks(tmp_path, 2, "save", str(d), "sync:6", "sync:7", "sync:8") == [0, 0], stderr(tmp_path, 0)
     assert "retired 1 record(s) no global commit names" in stderr(tmp_path, 0)
     assert load_one(d) == 8 and load_one(d, step=7) == 7
 

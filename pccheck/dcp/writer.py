@@ -113,7 +113,14 @@ class Writer(StorageWriter):
             raise CheckpointError(
                 f"rank {rank}: this checkpoint's part is {enc.nbytes} bytes, the slots of {path.name} hold "
                 f"{geometry['slot_size']}; pass Writer(slot_size=...) large enough for the largest state, in a new directory")
-        handle = ckpt.save_encoded(info["step"], enc)
+        try:
+            handle = ckpt.save_encoded(info["step"], enc)
+        except CheckpointError as exc:
+            if "in use by another process" in str(exc):
+                raise CheckpointError(f"{exc}: a process that saved through {self.path} keeps its files open; "
+                                      "call pccheck.dcp.close_all() there before saving from another process "
+                                      "(dcp.async_save in PROCESS mode writes from a daemon)") from None
+            raise
         if not handle.wait() or handle.outcome != "committed":
             raise CheckpointError(f"rank {rank}: part of checkpoint {info['gseq']} was not committed ({handle.outcome})")
         part = {**head, "file": path.name, "seq": handle.seq, "payload_len": enc.nbytes,
