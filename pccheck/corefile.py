@@ -4,13 +4,15 @@ The core's `read_payload` reads and verifies a whole payload; a DCP load needs b
 ranks' payloads (resharding reads parts of every file), so this reader fetches only the chunks that hold a
 range. Offsets follow docs/format.md; the record and its chunk table are first validated by `_core.scan`,
 and the table is checked again here (its CRC is the record's `table_crc`) before any chunk CRC is trusted.
-No torch: pccheck-inspect and the job wrapper's catalog use it too.
+No torch (numpy only): pccheck-inspect and the job wrapper's catalog use it too.
 """
 from __future__ import annotations
 
 import os
 import struct
 from typing import Any, Optional
+
+import numpy as np
 
 from . import _core
 from .errors import CheckpointError
@@ -42,11 +44,25 @@ def table_crc(path: str, geometry: dict[str, Any], record: dict[str, Any]) -> in
     return struct.unpack_from("<I", block, _RECORD_TABLE_CRC)[0]
 
 
+class Scratch:
+    """A read buffer reused across reads and files: a fresh buffer costs a page fault per page on first
+    touch, which measured 0.39 s for 64 MiB here, 25 times the read itself."""
+
+    def __init__(self) -> None:
+        self._buf = np.empty(0, dtype=np.uint8)
+
+    def get(self, n: int) -> np.ndarray:
+        if len(self._buf) < n:
+            self._buf = np.empty(n, dtype=np.uint8)
+        return self._buf[:n]
+
+
 class PayloadReader:
     """Verified byte ranges of one committed payload (seq) of a core file whose table CRC is known."""
 
-    def __init__(self, path: str, seq: int, expect_table_crc: int) -> None:
+    def __init__(self, path: str, seq: int, expect_table_crc: int, scratch: Optional[Scratch] = None) -> None:
         self.path = path
+        self._scratch = scratch or Scratch()
         try:
             scan = _core.scan(path, False)
         except (_core.CoreError, OSError, ValueError) as exc:
@@ -68,32 +84,28 @@ class PayloadReader:
         if _core.crc32c(table) != expect_table_crc:
             raise CheckpointError(f"{path}: seq {seq} is not the payload the global commit names (table CRC differs)")
         self._crcs = struct.unpack_from(f"<{n}I", table, TABLE_HEADER)
-        self._cache: dict[int, bytes] = {}
+        self._span = (0, 0)  # chunks [first, last) held in self._buf, every one verified
+        self._buf = memoryview(b"")
 
-    def _chunk(self, i: int) -> bytes:
-        data = self._cache.get(i)
-        if data is None:
-            begin = i * self.chunk
-            data = read_at(self._fd, self._base + begin, min(self.chunk, self.length - begin), self.path)
-            if _core.crc32c(data) != self._crcs[i]:
-                raise CheckpointError(f"{self.path}: chunk {i} checksum mismatch")
-            self._cache = {i: data}  # callers read in offset order: keep the last chunk only
-        return data
-
-    def read(self, offset: int, length: int, out: Optional[memoryview] = None) -> memoryview:
-        """Bytes [offset, offset + length) of the payload, every chunk they touch verified."""
+    def read(self, offset: int, length: int) -> memoryview:
+        """Bytes [offset, offset + length) of the payload, every chunk they touch verified. The view is valid
+        until the next read; reads in offset order reuse the chunks already read (many small items)."""
         if offset < 0 or length < 0 or offset + length > self.length:
             raise CheckpointError(f"{self.path}: range {offset}+{length} is outside the payload ({self.length} bytes)")
-        buf = memoryview(bytearray(length)) if out is None else out
-        pos = offset
-        while pos < offset + length:
-            i = pos // self.chunk
-            data = self._chunk(i)
-            lo = pos - i * self.chunk
-            n = min(len(data) - lo, offset + length - pos)
-            buf[pos - offset : pos - offset + n] = data[lo : lo + n]
-            pos += n
-        return buf
+        first, last = offset // self.chunk, -(-(offset + length) // self.chunk) if length else offset // self.chunk + 1
+        if not (self._span[0] <= first and last <= self._span[1]):
+            begin, end = first * self.chunk, min(last * self.chunk, self.length)
+            buf = self._scratch.get(end - begin)
+            got = os.preadv(self._fd, [buf], self._base + begin)
+            if got != len(buf):
+                raise CheckpointError(f"{self.path}: file ended inside the payload of this checkpoint")
+            view = memoryview(buf)
+            for i in range(first, last):
+                if _core.crc32c(view[(i - first) * self.chunk : (i - first + 1) * self.chunk]) != self._crcs[i]:
+                    raise CheckpointError(f"{self.path}: chunk {i} checksum mismatch")
+            self._span, self._buf = (first, last), view
+        start = offset - self._span[0] * self.chunk
+        return self._buf[start : start + length]
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -1,7 +1,7 @@
 """A DCP rank for the tests: saves DTensor state through pccheck.dcp.Writer and loads it through Reader.
 
     python dcp_worker.py save DIR MODE:STEP [MODE:STEP ...]   MODE: sync | thread | process
-    python dcp_worker.py loop DIR                         saves steps 1, 2, ... until killed
+    python dcp_worker.py loop DIR FIRST                   saves steps FIRST, FIRST + 1, ... until killed
     python dcp_worker.py load DIR [STEP]                  checks every tensor against the saved step
     python dcp_worker.py diverge DIR STEP                 saves a plain tensor that differs between ranks
     python dcp_worker.py killfinish DIR STEP              rank 0 is SIGKILLed after every part of STEP is durable,
@@ -103,10 +103,10 @@ def main(argv: list[str]) -> int:
             mode, step = item.split(":")
             save(directory, mode, int(step), mesh)
     elif cmd == "loop":
-        step = 0
+        step = int(argv[2])
         while True:
-            step += 1
             save(directory, "sync", step, mesh)
+            step += 1
     elif cmd == "diverge":
         sd = state(int(argv[2]), mesh)
         sd["plain"] = sd["plain"] + dist.get_rank()  # same shape on every rank, different bytes
@@ -129,6 +129,7 @@ def main(argv: list[str]) -> int:
             return 1
     pccheck.dcp.close_all()
     if mesh is not None:
+        dist.barrier()  # every rank done with its collectives before any tears gloo down
         dist.destroy_process_group()
     return 0
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -52,6 +51,7 @@ def test_loads_on_one_process_without_a_process_group(saved):
     assert load_one(saved, step=3) == 3  # an older one on request
 
 
+@pytest.mark.slow
 def test_loads_on_three_ranks(saved, tmp_path):
     assert ranks(tmp_path, 3, "load", str(saved)) == [0, 0, 0], stderr(tmp_path, 0)
     assert all("loaded step 4; mismatches: []" in stderr(tmp_path, r) for r in range(3))
@@ -240,3 +240,30 @@ def test_inspect_of_garbage_named_like_a_set_is_one_line(tmp_path, capsys):
     (d / "dcp-0123abcd-w00002-commit.ckpt").write_bytes(b"PCCKSUPR" + bytes(100))
     status, doc = inspect_json(capsys, str(d))
     assert status == 2 and "unusable" in doc["sets"][0]["error"] and doc["chosen"] is None
+
+
+@pytest.mark.slow
+def test_two_ranks_sigkilled_at_random_moments_while_saving_leave_the_newest_complete_step(tmp_path):
+    """Each round: 2 ranks save in a loop, both are SIGKILLed at a random moment; a load returns a step at
+    least as new as the newest one complete before the kill, every tensor of that one step."""
+    import random
+    import time
+
+    from multirank_helpers import sigkill
+
+    rng = random.Random(1)
+    d = tmp_path / "ckpt"
+    before = 0
+    for r in range(8):
+        first = 1 + 1000 * r
+        procs = start([], 2, tmp_path, argv=[sys.executable, WORKER, "loop", str(d), str(first)])
+        deadline = time.monotonic() + 120
+        while (newest(scan_directory(d)) or (None, None))[1] is None or newest(scan_directory(d))[1].step < first:
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), stderr(tmp_path, 0)[-2000:]
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5))
+        before = newest(scan_directory(d))[1].step
+        for p in procs:
+            sigkill(p)
+        loaded = load_one(d)  # fails on any tensor that is not of the loaded step
+        assert loaded >= before

@@ -16,6 +16,7 @@ from multirank_helpers import (
 )
 
 WORLD = 2
+RUN = [*FLAGS, "--training-steps", "101"]  # checkpoints at 50 and 100: a kill after step 70 resumes from 50
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def reference(tmp_path_factory):
     def get(fsdp: bool) -> bytes:
         if fsdp not in cache:
             d = tmp_path_factory.mktemp("ref2")
-            train_ranks([*FLAGS, *(["--fsdp"] if fsdp else []), "--checkpointer", "none",
+            train_ranks([*RUN, *(["--fsdp"] if fsdp else []), "--checkpointer", "none",
                          "--loss-file", str(d / "loss.csv")], WORLD, d)
             cache[fsdp] = (d / "loss.csv").read_bytes()
         return cache[fsdp]
@@ -35,7 +36,7 @@ def reference(tmp_path_factory):
 
 
 def _flags(d: Path) -> list[str]:
-    return [*FLAGS, "--checkpoint-dir", str(d / "ckpt"), "--loss-file", str(d / "loss.csv")]
+    return [*RUN, "--checkpoint-dir", str(d / "ckpt"), "--loss-file", str(d / "loss.csv")]
 
 
 def test_ddp_sigkill_one_rank_then_all_after_step_70_resume_is_bit_exact(tmp_path, reference):
@@ -50,7 +51,7 @@ def test_ddp_sigkill_one_rank_then_all_after_step_70_resume_is_bit_exact(tmp_pat
     train_ranks([*flags, "--load-checkpoint"], WORLD, tmp_path)
     assert f"resumed from the checkpoint at step {saved}" in stderr(tmp_path, 0)
     assert (tmp_path / "loss.csv").read_bytes() == reference(False)
-    assert newest_step(tmp_path / "ckpt") == 150
+    assert newest_step(tmp_path / "ckpt") == 100
 
 
 def _torchrun(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -83,7 +84,7 @@ def test_sigterm_stops_all_ranks_at_the_same_step_then_resume_is_bit_exact(tmp_p
     procs[1].send_signal(signal.SIGTERM)
     assert wait_all(procs) == [75, 75]
     stopped = newest_step(tmp_path / "ckpt")
-    assert stopped is not None and 30 <= stopped < 151
+    assert stopped is not None and 30 <= stopped < 101
     assert f"stopped after step {stopped} (rank 1: received SIGTERM)" in stderr(tmp_path, 0).replace("\n", " ")
     train_ranks([*flags, "--load-checkpoint"], WORLD, tmp_path)
     assert f"resumed from the checkpoint at step {stopped}" in stderr(tmp_path, 0)

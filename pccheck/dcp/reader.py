@@ -12,6 +12,7 @@ the load with an error instead of running code.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -25,7 +26,7 @@ from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPla
 from torch.distributed.checkpoint.storage import StorageReader
 from torch.futures import Future
 
-from ..corefile import PayloadReader
+from ..corefile import PayloadReader, Scratch
 from ..errors import CheckpointError
 from . import metadata_json
 from .items import BYTES, ItemLocation
@@ -98,8 +99,6 @@ class Reader(StorageReader):
         # Every rank chose on its own: all must load the coordinator's choice (a save may have committed since).
         assert self.chosen is not None
         pick = {"set": self.chosen[0].set_id, "gseq": self.chosen[1].gseq}
-        import dataclasses
-
         return [dataclasses.replace(p, storage_data=pick) for p in plans]
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
@@ -111,10 +110,11 @@ class Reader(StorageReader):
         by_rank: dict[int, list[Any]] = {}
         for req in plan.items:
             by_rank.setdefault(self._locations[req.storage_index].rank, []).append(req)
+        scratch = Scratch()
         for rank, reqs in sorted(by_rank.items()):
             part = self._parts[rank]
             reqs.sort(key=lambda r: self._locations[r.storage_index].offset)
-            with PayloadReader(str(self.path / part["file"]), part["seq"], part["table_crc"]) as src:
+            with PayloadReader(str(self.path / part["file"]), part["seq"], part["table_crc"], scratch) as src:
                 for req in reqs:
                     self._serve(req, self._locations[req.storage_index], src, planner)
         fut: Future[None] = Future()

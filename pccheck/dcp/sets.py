@@ -83,7 +83,7 @@ def _records(scan: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted((e for e in scan["entries"] if e.get("seq") is not None), key=lambda e: -e["seq"])
 
 
-def check_part(directory: str, part: dict[str, Any], verify: bool, cache: dict) -> Optional[str]:
+def _check_part(directory: str, part: dict[str, Any], verify: bool, cache: dict) -> Optional[str]:
     """None when rank part `part` of a global commit verifies in its file, else why not."""
     path = os.path.join(directory, part["file"])
     if os.path.basename(part["file"]) != part["file"]:
@@ -148,7 +148,7 @@ def _dcp_set(directory: str, name: SetName, verify: bool, cache: dict) -> FileSe
         if doc["set"] != name.set_id or doc["world"] != name.world:
             cp.why = f"global commit belongs to set {doc['set']} of {doc['world']} ranks"
             continue
-        problems = [(p["rank"], check_part(directory, p, verify, cache)) for p in doc["ranks"]]
+        problems = [(p["rank"], _check_part(directory, p, verify, cache)) for p in doc["ranks"]]
         bad = [f"rank {r}: {why}" for r, why in problems if why is not None]
         cp.valid, cp.why = not bad, "; ".join(bad) or None
     return s

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .. import _core
 from ..checkpointer import Checkpointer
@@ -109,7 +109,3 @@ def rank_store(path: Path, named: set[int], **knobs: Any) -> Checkpointer:
         log.warning("%s: retired %d record(s) no global commit names (seq %s)", path.name, len(stale),
                     ", ".join(str(s) for _, s, _ in sorted(stale, key=lambda x: x[1])))
     return ckpt
-
-
-def opened(path: Path) -> Optional[Checkpointer]:
-    return _stores.get(str(path))

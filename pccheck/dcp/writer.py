@@ -11,6 +11,7 @@ overlap (DCP's rule for one process group anyway): wait for an async save before
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -91,7 +92,7 @@ class Writer(StorageWriter):
         kept = [doc for rec, doc in commits if rec["valid"]][: self.keep]
         named = [{p["seq"] for d in kept if d is not None for p in d["ranks"][r : r + 1]} for r in range(world)]
         step = self.step if self.step is not None else gseq
-        return [_replace(p, {"set": name.set_id, "world": world, "rank": r, "gseq": gseq, "step": step,
+        return [dataclasses.replace(p, storage_data={"set": name.set_id, "world": world, "rank": r, "gseq": gseq, "step": step,
                              "named": sorted(named[r])}) for r, p in enumerate(plans)]
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
@@ -106,15 +107,16 @@ class Writer(StorageWriter):
         head = {k: info[k] for k in ("set", "world", "rank", "gseq", "step")}
         enc, locations = encode_part(items, head, rank)
         crcs = _replicated_crcs(self._replicated, planner, {i: t for i, t, _ in items})
+        # An eighth of headroom when the file is created (a state may grow a little); an existing file's
+        # slots only have to hold this part.
+        slot_size = self.slot_size or (enc.nbytes + enc.nbytes // 8 if not path.exists() else None)
         ckpt = stores.rank_store(path, set(info["named"]), keep=self.keep + self.max_async, max_async=self.max_async,
-                                 slot_size=self.slot_size or enc.nbytes + enc.nbytes // 8, **self.store_knobs)
-        geometry = ckpt._store.geometry if ckpt._store is not None else None
-        if geometry is not None and enc.nbytes > geometry["slot_size"]:
-            raise CheckpointError(
-                f"rank {rank}: this checkpoint's part is {enc.nbytes} bytes, the slots of {path.name} hold "
-                f"{geometry['slot_size']}; pass Writer(slot_size=...) large enough for the largest state, in a new directory")
+                                 slot_size=slot_size, **self.store_knobs)
         try:
             handle = ckpt.save_encoded(info["step"], enc)
+        except ValueError as exc:  # the core's begin(): the part is larger than the file's slots
+            raise CheckpointError(f"rank {rank}: {exc}; pass Writer(slot_size=...) large enough for the largest "
+                                  "state, in a new directory") from None
         except CheckpointError as exc:
             if "in use by another process" in str(exc):
                 raise CheckpointError(f"{exc}: a process that saved through {self.path} keeps its files open; "
@@ -168,12 +170,6 @@ class Writer(StorageWriter):
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: Union[str, os.PathLike]) -> bool:
         return Path(checkpoint_id).is_dir() or not Path(checkpoint_id).exists()
-
-
-def _replace(plan: SavePlan, storage_data: dict[str, Any]) -> SavePlan:
-    import dataclasses
-
-    return dataclasses.replace(plan, storage_data=storage_data)
 
 
 def _set_for(directory: Path, world: int) -> SetName:
