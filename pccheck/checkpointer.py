@@ -92,11 +92,6 @@ class Checkpointer:
         if self._store is None:
             self._open(payload.encode(state))
 
-    def prepare_encoded(self, enc: payload.Encoded) -> None:
-        """prepare() for a payload already encoded (multi-rank parts, pccheck.sharded)."""
-        if self._store is None:
-            self._open(enc)
-
     def _open(self, enc: payload.Encoded) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

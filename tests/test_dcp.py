@@ -155,7 +155,21 @@ def test_untrusted_directory_runs_no_code(tmp_path, monkeypatch):
     pccheck.dcp.close_all()
 
 
-def test_wrong_world_missing_file_and_garbage_are_one_clear_error(saved, tmp_path):
+def _save_one_process(d: Path, steps: list[int], offset: float = 0.0) -> None:
+    """dcp.save without a process group (a 1-rank set), the state of each step plus `offset`."""
+    import torch.distributed.checkpoint as dcp
+
+    import pccheck.dcp
+
+    for step in steps:
+        sd = dcp_worker.state(step, None)
+        sd["plain"] = sd["plain"] + offset
+        dcp.save(sd, storage_writer=pccheck.dcp.Writer(d, step=step, chunk_size=4096))
+    pccheck.dcp.close_all()
+
+
+def test_missing_or_foreign_rank_file_is_one_clear_error(saved, tmp_path):
+    """A rank file of another run with the same name and the same seqs is not the part the commit names."""
     d = tmp_path / "ckpt"
     shutil.copytree(saved, d)
     for f in d.glob("dcp-*-r00001.ckpt"):
@@ -165,9 +179,30 @@ def test_wrong_world_missing_file_and_garbage_are_one_clear_error(saved, tmp_pat
     assert "rank 1:" in s.checkpoints[0].why and "is missing" in s.checkpoints[0].why
     with pytest.raises(CheckpointError, match="no valid DCP checkpoint"):
         pccheck_reader_choose(d)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="no valid DCP checkpoint"):
-        pccheck_reader_choose(tmp_path / "empty")
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    _save_one_process(mine, [1, 2])
+    _save_one_process(other, [1, 2], offset=1.0)
+    (part,) = mine.glob("dcp-*-r00000.ckpt")
+    shutil.copyfile(next(other.glob("dcp-*-r00000.ckpt")), part)
+    (s,) = scan_directory(mine)
+    assert [c.valid for c in s.checkpoints] == [False, False]
+    assert "holds another payload than the global commit names" in s.checkpoints[0].why
+
+
+def test_the_newest_checkpoint_is_the_newest_committed_not_the_highest_step(tmp_path):
+    """A fresh run in an old directory: its step 5 is newer than the old run's step 10, in any file set."""
+    import torch
+
+    from pccheck import catalog
+    from pccheck.checkpointer import Checkpointer
+
+    _save_one_process(tmp_path, [10])
+    with Checkpointer(tmp_path, max_async=1, keep=1) as ck:
+        assert ck.save(5, {"step": 5, "w": torch.ones(3)}).wait()
+    assert newest(scan_directory(tmp_path))[0].label == "pccheck.ckpt"
+    assert catalog.newest_committed_step(tmp_path) == 5
+    _save_one_process(tmp_path, [3])
+    assert catalog.newest_committed_step(tmp_path) == 3 and load_one(tmp_path) == 3
 
 
 def pccheck_reader_choose(d: Path):
@@ -267,3 +302,32 @@ def test_two_ranks_sigkilled_at_random_moments_while_saving_leave_the_newest_com
             sigkill(p)
         loaded = load_one(d)  # fails on any tensor that is not of the loaded step
         assert loaded >= before
+
+
+class _GlobalCommitFails(Exception):
+    pass
+
+
+def test_parts_that_never_became_global_never_push_out_a_kept_checkpoint(tmp_path):
+    """keep=2: steps 5, 6, 7 write their parts but their global commits fail. Without retiring those parts the
+    rank file's window (keep + max_async newest records) would drop step 3's part and step 7 would overwrite
+    it, while steps 4 and 3 are still the two kept global checkpoints."""
+    import torch.distributed.checkpoint as dcp
+
+    import pccheck.dcp
+
+    class FailsAtTheGlobalCommit(pccheck.dcp.Writer):
+        def finish(self, metadata, results):
+            raise _GlobalCommitFails()
+
+    d = tmp_path / "ckpt"
+    for step in range(1, 8):
+        writer = (pccheck.dcp.Writer if step <= 4 else FailsAtTheGlobalCommit)(d, step=step, chunk_size=4096)
+        try:
+            dcp.save(dcp_worker.state(step, None), storage_writer=writer)
+        except BaseException as exc:  # DCP wraps it in a CheckpointException (a BaseException)
+            assert step > 4 and "_GlobalCommitFails" in repr(exc.failures if hasattr(exc, "failures") else exc)
+    assert load_one(d) == 4 and load_one(d, step=3) == 3
+    dcp.save(dcp_worker.state(8, None), storage_writer=pccheck.dcp.Writer(d, step=8, chunk_size=4096))
+    assert load_one(d) == 8 and load_one(d, step=4) == 4
+    pccheck.dcp.close_all()
