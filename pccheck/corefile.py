@@ -24,10 +24,15 @@ TABLE_HEADER = 48  # table bytes before the chunk CRCs
 _RECORD_TABLE_CRC = 64  # offset of the table CRC in a commit record
 
 
+class DamagedPayload(CheckpointError):
+    """The payload cannot be read back as committed (a chunk fails its CRC, the file is short or changed):
+    a loader may fall back to an older checkpoint."""
+
+
 def read_at(fd: int, offset: int, size: int, path: str) -> bytes:
     data = os.pread(fd, size, offset)
     if len(data) != size:
-        raise CheckpointError(f"{path}: file ended at byte {offset + len(data)}, expected {offset + size}")
+        raise DamagedPayload(f"{path}: file ended at byte {offset + len(data)}, expected {offset + size}")
     return data
 
 
@@ -66,11 +71,11 @@ class PayloadReader:
         try:
             scan = _core.scan(path, False)
         except (_core.CoreError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: not a usable pccheck file: {exc}") from None
+            raise DamagedPayload(f"{path}: not a usable pccheck file: {exc}") from None
         rec = next((r for r in scan["entries"] if r.get("seq") == seq), None)
         if rec is None or not rec["valid"]:
             why = "no record" if rec is None else rec["reason"]
-            raise CheckpointError(f"{path}: seq {seq}: {why}")
+            raise DamagedPayload(f"{path}: seq {seq}: {why}")
         g = scan["geometry"]
         self.length = int(rec["payload_len"])
         self.chunk = int(rec["chunk_size"])
@@ -80,9 +85,9 @@ class PayloadReader:
         self._fd = os.open(path, os.O_RDONLY)
         table = read_at(self._fd, slot, TABLE_HEADER + 4 * n, path)
         if table[:8] != TABLE_MAGIC or struct.unpack_from("<Q", table, 8)[0] != seq:
-            raise CheckpointError(f"{path}: chunk table of seq {seq} changed since the scan")
+            raise DamagedPayload(f"{path}: chunk table of seq {seq} changed since the scan")
         if _core.crc32c(table) != expect_table_crc:
-            raise CheckpointError(f"{path}: seq {seq} is not the payload the global commit names (table CRC differs)")
+            raise DamagedPayload(f"{path}: seq {seq} is not the payload the global commit names (table CRC differs)")
         self._crcs = struct.unpack_from(f"<{n}I", table, TABLE_HEADER)
         self._span = (0, 0)  # chunks [first, last) held in self._buf, every one verified
         self._buf = memoryview(b"")
@@ -98,11 +103,11 @@ class PayloadReader:
             buf = self._scratch.get(end - begin)
             got = os.preadv(self._fd, [buf], self._base + begin)
             if got != len(buf):
-                raise CheckpointError(f"{self.path}: file ended inside the payload of this checkpoint")
+                raise DamagedPayload(f"{self.path}: file ended inside the payload of this checkpoint")
             view = memoryview(buf)
             for i in range(first, last):
                 if _core.crc32c(view[(i - first) * self.chunk : (i - first + 1) * self.chunk]) != self._crcs[i]:
-                    raise CheckpointError(f"{self.path}: chunk {i} checksum mismatch")
+                    raise DamagedPayload(f"{self.path}: chunk {i} checksum mismatch")
             self._span, self._buf = (first, last), view
         start = offset - self._span[0] * self.chunk
         return self._buf[start : start + length]

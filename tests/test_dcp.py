@@ -331,3 +331,48 @@ def test_parts_that_never_became_global_never_push_out_a_kept_checkpoint(tmp_pat
     dcp.save(dcp_worker.state(8, None), storage_writer=pccheck.dcp.Writer(d, step=8, chunk_size=4096))
     assert load_one(d) == 8 and load_one(d, step=4) == 4
     pccheck.dcp.close_all()
+
+
+@pytest.mark.parametrize("metadata", [
+    {"state_dict": {"w0": {"dtype": "no_such_dtype", "size": [12, 6], "chunks": [], "requires_grad": False}}},
+    {"state_dict": {"w0": {"size": "x"}}, "storage": [["w0", None, None, [9, 0, 1, "float32", []]]]},
+    {"state_dict": [], "storage": 7},
+])
+def test_hostile_metadata_with_valid_checksums_is_one_clear_error(saved, tmp_path, capsys, metadata):
+    """A global commit whose checksums are right but whose metadata is not (a hostile or buggy writer)."""
+    from pccheck import _core
+    from pccheck.dcp import commit as commit_doc
+    from pccheck.dcp.reader import Reader
+
+    d = tmp_path / "ckpt"
+    shutil.copytree(saved, d)
+    (commit_file,) = d.glob("dcp-*-commit.ckpt")
+    doc = newest(scan_directory(d))[1].doc
+    raw = commit_doc.encode({**{k: v for k, v in doc.items() if k != "format"}, "metadata": metadata})
+    commit_file.unlink()
+    store = _core.Store(str(commit_file), slot_size=1 << 20, max_async=1, keep=1, chunk_size=4096, threads=1,
+                        memory_budget=1 << 20)
+    seq = store.begin(9, len(raw), True)
+    store.write_host(seq, raw, [])
+    assert store.wait(seq, None) == "committed"
+    store.close()
+    with pytest.raises(CheckpointError, match="malformed|unknown dtype"):
+        Reader(d).read_metadata()
+    from pccheck.tools import inspect as cli
+
+    status = cli.main([str(d)])
+    assert status in (1, 2) and "internal error" not in capsys.readouterr().err
+
+
+def test_a_state_that_does_not_fit_is_an_error_not_a_fallback(tmp_path):
+    """Only a damaged part sends the adapter to an older checkpoint; a template of other shapes (other model
+    flags) must stop the resume, never start it from scratch as if there were no checkpoint."""
+    import torch
+
+    import pccheck.dcp
+
+    _save_one_process(tmp_path, [1, 2])
+    template = dcp_worker.state(0, None, zero=True)
+    template["w0"] = torch.zeros(3, 3)
+    with pytest.raises(CheckpointError, match="w0"):
+        pccheck.dcp.Checkpointer(tmp_path, mode="sync").load_latest(template)

@@ -103,12 +103,19 @@ def set_doc_of_file(path: str, verify: bool, step: Optional[int]) -> dict[str, A
 
 def _dcp_state(directory: str, s: fsets.FileSet, cp: fsets.Checkpoint, opts: rep.Options) -> dict[str, Any]:
     """Tensors of a DCP checkpoint from its global metadata (whole sizes), and --tensor / --export."""
-    md = cp.doc["metadata"]["state_dict"] if cp.doc else {}
-    tensors = [{"name": k, "dtype": e["dtype"], "shape": e["size"], "bytes": _nbytes(e)}
-               for k, e in md.items() if not e.get("bytes")]
+    try:
+        md = cp.doc["metadata"]["state_dict"] if cp.doc else {}
+        stored: dict[str, int] = {}  # bytes stored per key: the lengths of its items (torch-free)
+        for fqn, _, _, loc in cp.doc["metadata"]["storage"] if cp.doc else []:
+            stored[fqn] = stored.get(fqn, 0) + int(loc[2])
+        tensors = [{"name": str(k), "dtype": str(e["dtype"]), "shape": [int(d) for d in e["size"]],
+                    "bytes": stored.get(k, 0)} for k, e in md.items() if not e.get("bytes")]
+        values = sum(1 for e in md.values() if e.get("bytes"))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise HeaderError(f"global metadata is malformed ({type(exc).__name__})") from None
     out: dict[str, Any] = {"state": {"header_checksummed": True, "tensor_count": len(tensors),
                                      "tensor_bytes": sum(t["bytes"] for t in tensors), "tensors": tensors,
-                                     "summary": {"step": cp.step, "values": sum(1 for e in md.values() if e.get("bytes"))}}}
+                                     "summary": {"step": cp.step, "values": values}}}
     if opts.tensor is None and opts.export is None:
         return out
     from pccheck.dcp.export import full_state
@@ -132,14 +139,6 @@ def _dcp_state(directory: str, s: fsets.FileSet, cp: fsets.Checkpoint, opts: rep
 
         raise HeaderError(explain(exc)) from None
     return out
-
-
-def _nbytes(entry: dict[str, Any]) -> int:
-    import math
-
-    from pccheck.dcp.metadata_json import dtype_from_name
-
-    return math.prod(entry["size"]) * dtype_from_name(entry["dtype"]).itemsize
 
 
 def _st_dtype(t: Any) -> str:

@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict_saver import AsyncCheckpointerType
 
 from ..checkpointing import Loaded
+from ..corefile import DamagedPayload
 from ..errors import CheckpointError
 from . import stores
 from .reader import Reader, choose
@@ -143,7 +144,7 @@ class Checkpointer:
             sd = self._to_dcp(state, self.rank % cp.doc["world"])
             try:
                 _run(lambda: dcp.load(sd, storage_reader=Reader(self.path, skip=skip), process_group=self.group), cp.step)
-            except CheckpointError as exc:
+            except DamagedPayload as exc:  # not a state that does not fit: that is the caller's error
                 log.warning("cannot load step %s of the %s, trying an older one: %s", cp.step, s.label, exc)
                 skip = skip | {(s.set_id, cp.seq)}
                 continue
@@ -178,9 +179,12 @@ def explain(exc: BaseException) -> str:
 
 
 def _run(fn: Any, step: Any) -> Any:
+    """fn(), every failure as one CheckpointError (DamagedPayload when a rank found a part damaged)."""
     try:
         return fn()
     except CheckpointError:
         raise
     except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
-        raise CheckpointError(f"checkpoint at step {step}: {explain(exc)}") from None
+        damaged = isinstance(exc, CheckpointException) and any(
+            isinstance(e, DamagedPayload) for e, _ in exc.failures.values())
+        raise (DamagedPayload if damaged else CheckpointError)(f"checkpoint at step {step}: {explain(exc)}") from None

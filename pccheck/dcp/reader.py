@@ -109,7 +109,10 @@ class Reader(StorageReader):
                                   f"{mine} here): was a save running during the load?")
         by_rank: dict[int, list[Any]] = {}
         for req in plan.items:
-            by_rank.setdefault(self._locations[req.storage_index].rank, []).append(req)
+            rank = self._locations[req.storage_index].rank
+            if rank >= len(self._parts):
+                raise CheckpointError(f"{req.storage_index.fqn}: the metadata places it on rank {rank} of {len(self._parts)}")
+            by_rank.setdefault(rank, []).append(req)
         scratch = Scratch()
         for rank, reqs in sorted(by_rank.items()):
             part = self._parts[rank]
