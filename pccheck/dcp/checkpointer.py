@@ -81,6 +81,7 @@ class Checkpointer:
         self.last_saved_step: Optional[int] = None
         self._pending: Optional[Save] = None
         self._committed: Optional[int] = None
+        self._scanned = False
         self._durable: Optional[float] = None
 
     def prepare(self, state: Mapping[str, Any]) -> None:
@@ -119,9 +120,9 @@ class Checkpointer:
     def last_committed_step(self) -> Optional[int]:
         if self._pending is not None and self._pending.done():
             self.wait()
-        if self._committed is None:
+        if self._committed is None and not self._scanned:  # once: the trainer asks every step
             found = newest(s for s in scan_directory(self.path) if s.kind == "dcp")
-            self._committed = found[1].step if found else None
+            self._committed, self._scanned = (found[1].step if found else None), True
         return self._committed
 
     def durable_seconds(self) -> Optional[float]:
