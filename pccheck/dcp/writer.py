@@ -60,8 +60,6 @@ class Writer(StorageWriter):
         self.slot_size = slot_size
         self.check_replicated = check_replicated
         self.save_id = os.urandom(8).hex()
-        self.rank = 0
-        self.is_coordinator = False
         self._replicated: list[Any] = []
 
     # -- DCP's call order -------------------------------------------------------------------------------
@@ -73,8 +71,6 @@ class Writer(StorageWriter):
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         if not kwargs.get("use_collectives", True):
             raise CheckpointError("pccheck.dcp.Writer needs use_collectives=True (one global commit per checkpoint)")
-        self.is_coordinator = is_coordinator
-        self.rank = int(kwargs.get("rank") or 0)
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
         # Plain tensors are planned by every rank and deduplicated to one: keep them to compare across ranks.
@@ -92,8 +88,9 @@ class Writer(StorageWriter):
         kept = [doc for rec, doc in commits if rec["valid"]][: self.keep]
         named = [{p["seq"] for d in kept if d is not None for p in d["ranks"][r : r + 1]} for r in range(world)]
         step = self.step if self.step is not None else gseq
-        return [dataclasses.replace(p, storage_data={"set": name.set_id, "world": world, "rank": r, "gseq": gseq, "step": step,
-                             "named": sorted(named[r])}) for r, p in enumerate(plans)]
+        info = {"set": name.set_id, "world": world, "gseq": gseq, "step": step}
+        return [dataclasses.replace(p, storage_data={**info, "rank": r, "named": sorted(named[r])})
+                for r, p in enumerate(plans)]
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
         info = plan.storage_data
