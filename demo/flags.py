@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--n-layers", type=_positive, default=2)
     m.add_argument("--n-heads", type=_positive, default=4)
     m.add_argument("--dropout", type=float, default=0.1)
+    m.add_argument("--fsdp", action="store_true",
+                   help="with several ranks: shard parameters and optimizer state (FSDP2 fully_shard) instead of DDP")
     c = p.add_argument_group("checkpointing")
     c.add_argument("--checkpointer", choices=["none", "torchsave", "pccheck"], default="pccheck")
     c.add_argument("--checkpoint-dir", default=contract.checkpoint_dir("checkpoints"),

@@ -1,6 +1,7 @@
 """pccheck-train: the demo trainer (flags and exit status: demo/flags.py). A client of the library like any user
-script: pccheck.Checkpointer (or the torch.save baseline) for the state, pccheck.StopRequest for the stop
-protocol of docs/jobs.md."""
+script: pccheck.Checkpointer (or the torch.save baseline) for the state of one process, pccheck.dcp (DCP with
+pccheck storage) for several ranks (DDP, or FSDP2 with --fsdp), pccheck.StopRequest for the stop protocol
+of docs/jobs.md."""
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,10 @@ os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 import torch  # noqa: E402
 
 from pccheck import contract, distributed
-from pccheck.checkpointing import CheckpointerLike
+from pccheck.checkpointing import CheckpointerLike, Loaded
 from pccheck.distributed import Distributed
 from pccheck.errors import CheckpointError, UserError
 from pccheck.loop import _FROM_ENV, StopRequest
-from pccheck.sharded import ShardedCheckpointer
 from pccheck.stopping import ignore_stop_signals
 
 from . import flags, trainstate
@@ -51,13 +51,15 @@ def open_checkpointer(args: argparse.Namespace, dist: Optional[Distributed] = No
     directory = Path(args.checkpoint_dir)
     if args.checkpointer == "none":
         return None
-    if dist is not None:  # one file per rank, one global commit (pccheck.sharded)
+    if dist is not None:  # DCP: each rank writes its items into its own file, one global commit (pccheck.dcp)
         if args.checkpointer != "pccheck":
             raise UserError(f"--checkpointer {args.checkpointer} does not support {dist.world_size} ranks: use pccheck (or none)")
-        return ShardedCheckpointer(
-            directory, dist.comm, max_async=args.max_async, keep=args.keep, threads=args.writer_threads,
-            chunk_size=args.chunk_size, memory_budget=args.memory_budget, durability=args.durability,
-            local_keys=("rng",),  # the RNG states differ between ranks on GPUs; the rest is replicated
+        import pccheck.dcp
+
+        return pccheck.dcp.Checkpointer(
+            directory, keep=args.keep, threads=args.writer_threads, chunk_size=args.chunk_size,
+            memory_budget=args.memory_budget, durability=args.durability,
+            local_keys=("rng",),  # the RNG states differ between ranks on GPUs; DCP would keep one rank's copy
         )
     if args.checkpointer == "torchsave":
         from pccheck.torchsave import TorchSaveCheckpointer
@@ -109,23 +111,40 @@ class _Trainer:
             dropout=args.dropout,
         )
         self.model = GPT(cfg).to(device=self.device, dtype=self.dtype)
+        rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+        self.data = TokenSource(args.seed, args.sequence_length, args.batch_size, args.dataset, rank=rank, world=world)
+        self.forward: torch.nn.Module = self.model
+        self.sharded = dist is not None  # the state goes through DCP, keyed by parameter name
+        if dist is not None and args.fsdp:  # parameters, gradients and optimizer state sharded over the ranks
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+
+            mesh = init_device_mesh(self.device.type, (dist.world_size,))
+            for block in self.model.blocks:
+                fully_shard(block, mesh=mesh)
+            fully_shard(self.model, mesh=mesh)
+        elif dist is not None:  # gradients averaged over ranks; the state stays self.model's (no "module." prefix)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay
         )
         warmup = args.warmup_steps if args.warmup_steps is not None else max(1, args.training_steps // 10)
         self.scheduler = warmup_cosine(self.optimizer, warmup, args.training_steps)
-        rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
-        self.data = TokenSource(args.seed, args.sequence_length, args.batch_size, args.dataset, rank=rank, world=world)
-        self.forward: torch.nn.Module = self.model
-        if dist is not None:  # gradients averaged over ranks; the state stays self.model's (no "module." prefix)
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     def state(self, step: int) -> dict[str, Any]:
-        return trainstate.capture(step, self.model, self.optimizer, self.scheduler, self.data, self.dtype)
+        return self.dcp_state(step) if self.sharded else trainstate.capture(
+            step, self.model, self.optimizer, self.scheduler, self.data, self.dtype)
 
-    def restore(self, state: dict[str, Any]) -> int:
-        return trainstate.restore(state, self.model, self.optimizer, self.scheduler, self.data, self.dtype)
+    def dcp_state(self, step: int) -> dict[str, Any]:
+        """The state as DCP saves and loads it (also the template a DCP load fills in place)."""
+        return trainstate.capture_dcp(step, self.model, self.optimizer, self.scheduler, self.data, self.model, self.dtype)
+
+    def restore(self, loaded: Loaded) -> int:
+        if loaded.source.startswith("dcp:"):
+            return trainstate.restore_dcp(loaded.state, self.model, self.optimizer, self.scheduler, self.data,
+                                          self.model, self.dtype)
+        return trainstate.restore(loaded.state, self.model, self.optimizer, self.scheduler, self.data, self.dtype)
 
     def step(self, ckpt: Optional[CheckpointerLike]) -> float:
         self.model.train()
@@ -181,11 +200,11 @@ def _train(
     resumed_from: Optional[int] = None
     lead = dist is None or dist.rank == 0  # writes the loss file and the progress lines
     if ckpt is not None and args.load_checkpoint:
-        loaded = ckpt.load_latest() if dist is not None or not _has_rank_sets(args) else _load_any(args)
+        loaded = _resume(args, trainer, ckpt)
         if loaded is None:
             log.warning("no valid checkpoint in %s: starting from step 0", args.checkpoint_dir)
         else:
-            resumed_from = trainer.restore(loaded.state)
+            resumed_from = trainer.restore(loaded)
     start = resumed_from or 0
     if stop is None:
         stop = StopRequest(ckpt, total_steps=args.training_steps, status_file=args.status_file or _FROM_ENV)
@@ -202,10 +221,8 @@ def _train(
                 # After one step the state is complete (AdamW creates its moments lazily): reserve the
                 # checkpoint storage now, so a disk too small fails here and not at the first checkpoint.
                 ckpt.prepare(trainer.state(step))
-            if dist is not None:  # the mean loss of all ranks; the global commit moves on
+            if dist is not None:  # the mean loss of all ranks
                 loss = dist.comm.allreduce_f64([loss], "sum")[0] / dist.world_size
-                if isinstance(ckpt, ShardedCheckpointer):
-                    ckpt.exchange()
             if losses is not None:
                 losses.append(step, loss)
             if ckpt is not None and step % args.checkpoint_freq == 0:
@@ -258,21 +275,28 @@ class _QuietProgress:
         pass
 
 
-def _has_rank_sets(args: argparse.Namespace) -> bool:
-    """A single process resuming in a directory that holds multi-rank checkpoint files."""
+def _resume(args: argparse.Namespace, trainer: _Trainer, ckpt: CheckpointerLike) -> Optional[Loaded]:
+    """The newest valid checkpoint over every file set in the directory (the rule of pccheck.dcp.sets): a DCP
+    set of any world size (N ranks -> this many, one process included) or a single-process pccheck.ckpt
+    (1 -> N ranks under DDP). Its source starts with "dcp:" when it holds a DCP state."""
     if args.checkpointer != "pccheck":
-        return False
-    from pccheck.sharded import list_files
+        return ckpt.load_latest()
+    import pccheck.dcp
+    from pccheck.checkpointer import load_checkpoint
+    from pccheck.dcp.sets import newest, scan_directory
 
-    return any(world > 1 for world, _, _ in list_files(args.checkpoint_dir))
-
-
-def _load_any(args: argparse.Namespace) -> Optional[Any]:
-    """The newest checkpoint over pccheck.ckpt and every multi-rank file set (N ranks -> 1)."""
-    from pccheck.distributed import Comm
-    from pccheck.sharded import recover
-
-    return recover(args.checkpoint_dir, Comm.single())
+    found = newest(scan_directory(args.checkpoint_dir))
+    if found is None:
+        return None
+    fileset, _ = found
+    if fileset.kind == "dcp":
+        reader = ckpt if isinstance(ckpt, pccheck.dcp.Checkpointer) else pccheck.dcp.Checkpointer(
+            args.checkpoint_dir, mode="sync", local_keys=("rng",))
+        loaded = reader.load_latest(trainer.dcp_state(0))
+        return None if loaded is None else Loaded(loaded.step, loaded.state, f"dcp:{loaded.source}")
+    if args.fsdp:
+        raise UserError(f"{fileset.files[0]} is a single-process checkpoint: resume it without --fsdp (DDP or one process)")
+    return load_checkpoint(fileset.files[0])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -3,7 +3,8 @@
 The public surface: `Checkpointer` and `load` (the storage), `StopRequest` (the stop protocol at step
 boundaries, docs/jobs.md), `rng_state` / `set_rng_state` (every RNG, for a bit-exact resume),
 `checkpoint_dir` (where pccheck-submit wants checkpoints), `CheckpointError`, and `EXIT_REQUEUE`.
-Needs torch and numpy only.
+Several ranks, sharded state (FSDP2, DTensor): `pccheck.dcp`, the storage layer of
+torch.distributed.checkpoint. Needs torch and numpy only.
 """
 from __future__ import annotations
 

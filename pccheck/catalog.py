@@ -1,6 +1,6 @@
 """What a checkpoint directory holds, from headers only: the newest committed step a resume would start
 from. pccheck-submit's job wrapper judges progress by it, whatever wrote the checkpoints: a pccheck file
-(`pccheck.ckpt`), a multi-rank file set, or torch.save baseline files (`ckpt-<step>.pt`).
+(`pccheck.ckpt`), a DCP file set (pccheck.dcp), or torch.save baseline files (`ckpt-<step>.pt`).
 """
 from __future__ import annotations
 
@@ -9,37 +9,25 @@ import zipfile
 from pathlib import Path
 from typing import Optional, Union
 
-from .errors import CheckpointError
-
 log = logging.getLogger("pccheck.catalog")
 
 
 def newest_committed_step(directory: Union[str, Path]) -> Optional[int]:
-    """The newest step committed in `directory` by any of pccheck's writers (None when there is none).
+    """The step a resume would start from in `directory` (None when there is none).
 
-    Reads superblocks, commit rings and chunk tables (pccheck) or zip directories (torch.save files);
-    payload checksums are verified by a load, not here.
+    pccheck files and DCP sets: the checkpoint pccheck.dcp.sets.newest picks (the rule every loader uses:
+    records, chunk tables and global commits verify, every rank part is named by its CRC); payload chunks
+    are verified by a load, not here. Otherwise the newest complete torch.save file.
     """
     directory = Path(directory)
     if not directory.is_dir():
         return None
-    steps = [s for s in (_pccheck_step(directory), _torchsave_step(directory)) if s is not None]
-    return max(steps) if steps else None
+    from .dcp.sets import newest, scan_directory
 
-
-def _pccheck_step(directory: Path) -> Optional[int]:
-    from .sharded import analyze, list_files, scan_summary
-
-    files = list_files(directory)
-    if not files:
-        return None
-    try:
-        sets = analyze(files, {n: scan_summary(directory / n) for _, _, n in files})
-    except (OSError, CheckpointError) as exc:
-        log.warning("cannot read the checkpoints in %s: %s", directory, exc)
-        return None
-    steps = [s["global_step"] for s in sets if s["global_step"] is not None]
-    return max(steps) if steps else None
+    found = newest(scan_directory(directory))
+    if found is not None:
+        return found[1].step
+    return _torchsave_step(directory)
 
 
 def _torchsave_step(directory: Path) -> Optional[int]:

@@ -54,7 +54,8 @@ class Checkpointer:
     Knobs: `max_async` checkpoints in flight, `keep` committed ones never overwritten, `threads` writers,
     `chunk_size` bytes per write and checksum, `memory_budget` bytes of staging (default: one state, so a
     snapshot never waits for the disk), `durability` "fdatasync" or "direct" (O_DIRECT), `block` whether a
-    save beyond `max_async` waits (default) or is skipped.
+    save beyond `max_async` waits (default) or is skipped, `slot_size` bytes of payload per slot (default: the
+    first state plus 1 MiB).
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class Checkpointer:
         durability: Optional[str] = None,
         block: bool = True,
         file_name: str = FILE_NAME,
+        slot_size: Optional[int] = None,
     ) -> None:
         self.directory = Path(directory)
         self.path = self.directory / file_name
@@ -77,6 +79,7 @@ class Checkpointer:
         self.memory_budget = memory_budget
         self.durability = durability
         self.block = block
+        self.slot_size = slot_size
         self._store: Optional[_core.Store] = None
         self._staged: Optional[StagedCopier] = None
         self.last_saved_step: Optional[int] = None
@@ -89,17 +92,12 @@ class Checkpointer:
         if self._store is None:
             self._open(payload.encode(state))
 
-    def prepare_encoded(self, enc: payload.Encoded) -> None:
-        """prepare() for a payload already encoded (multi-rank parts, pccheck.sharded)."""
-        if self._store is None:
-            self._open(enc)
-
     def _open(self, enc: payload.Encoded) -> None:
         try:
             fsutil.mkdir_durable(self.directory)  # a power cut must not take the directory of a commit
         except OSError as exc:
             raise CheckpointError(f"cannot create checkpoint directory {self.directory}: {exc.strerror}") from None
-        slot_size = _round_up(enc.nbytes + len(enc.header) + _HEADROOM, 4096)
+        slot_size = _round_up(max(self.slot_size or 0, enc.nbytes + len(enc.header) + _HEADROOM), 4096)
         budget = self.memory_budget or _round_up(enc.nbytes, self.chunk_size)
         kwargs: dict[str, Any] = dict(
             slot_size=slot_size, max_async=self.max_async, keep=self.keep, chunk_size=self.chunk_size,

@@ -89,3 +89,35 @@ def sigkill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILLs `pid` and every descendant. torchrun starts each worker in a session of its own, so a
+    process-group kill misses them: the tree is walked through /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    todo, tree = [pid], []
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def newest_step(directory: Path) -> Optional[int]:
+    """The step a load takes from `directory` (pccheck.dcp.sets, the loaders' rule)."""
+    from pccheck.dcp.sets import newest, scan_directory
+
+    found = newest(scan_directory(directory))
+    return None if found is None else found[1].step

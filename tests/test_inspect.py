@@ -122,7 +122,7 @@ def tsdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TOP = {
     "schema": str, "path": str, "kind": (str, type(None)), "verified": bool, "files": list, "checkpoints": list,
     "latest_valid_step": (int, type(None)), "latest_valid_seq": (int, type(None)), "skipped": list,
-    "chosen": (dict, type(None)), "state": (dict, type(None)), "tensor": (dict, type(None)),
+    "chosen": (dict, type(None)), "sets": list, "state": (dict, type(None)), "tensor": (dict, type(None)),
     "export": (dict, type(None)), "exit_status": int, "message": str, "error": (str, type(None)),
 }
 CHECKPOINT = {
@@ -135,6 +135,10 @@ FILE = {"path": str, "format": str, "format_version": (int, type(None)), "bytes"
         "verify": (dict, type(None))}
 GEOMETRY = ("slot_count", "slot_size", "table_bytes", "ring_entries", "ring_offset", "slots_offset", "file_size",
             "keep", "max_async", "created_ns", "chunk_size")
+SET = {"label": str, "kind": str, "world": int, "set_id": (str, type(None)), "files": list, "error": (str, type(None)),
+       "checkpoints": list, "chosen": (dict, type(None)), "exit_status": int, "message": str}
+SET_CHECKPOINT = {"seq": int, "gseq": (int, type(None)), "step": (int, type(None)), "time_ns": (int, type(None)),
+                  "time": (str, type(None)), "valid": bool, "reason": (str, type(None)), "ranks": (list, type(None))}
 STATE = {"header_checksummed": bool, "tensor_count": int, "tensor_bytes": int,
          "tensors": list, "summary": dict}
 TENSOR = {"name": str, "dtype": str, "shape": list, "count": int, "finite": int, "nan": int, "posinf": int,
@@ -160,7 +164,11 @@ def check_schema(doc: dict[str, Any]) -> None:
         check_keys(c, CHECKPOINT)
         assert (c["reason"] is None) == c["valid"]
     if doc["chosen"] is not None:
-        assert set(doc["chosen"]) == {"file", "seq", "step", "valid", "why"}
+        assert set(doc["chosen"]) == {"file", "seq", "step", "valid", "set", "why"}
+    for s in doc["sets"]:
+        check_keys(s, SET)
+        for c in s["checkpoints"]:
+            check_keys(c, SET_CHECKPOINT)
     for s in doc["skipped"]:
         assert set(s) == {"seq", "step", "file", "reason"}
     if doc["state"] is not None:
@@ -640,24 +648,28 @@ def test_one_gib_overview_under_a_second_and_verify(tmp_path):
     assert proc.returncode == 0 and v["bytes"] >= 1 << 30
 
 
-def test_directory_of_rank_files(capsys, tmp_path):
-    """One file per rank: a step counts only when every rank holds it valid."""
+def test_files_of_other_writers_are_sets_of_their_own(capsys, tmp_path):
+    """Two pccheck files in one directory are two sets, each with its own verdict: never one set whose
+    steps count only when both hold them (the bug of judging every *.ckpt as one rank set)."""
     for rank in (0, 1):
         with Checkpointer(tmp_path, max_async=1, keep=2, threads=1, chunk_size=CHUNK, file_name=f"rank{rank}.ckpt") as ck:
             for step in (1, 2):
-                assert ck.save(step, small_state(step)).wait()
+                assert ck.save(step + 10 * rank, small_state(step)).wait()
     status, out, _ = call(capsys, str(tmp_path), "--json")
     doc = json.loads(out)
     check_schema(doc)
-    assert status == 0 and len(doc["files"]) == 2 and doc["latest_valid_step"] == 2 and len(doc["checkpoints"]) == 4
+    assert status == 0 and [s["label"] for s in doc["sets"]] == ["rank0.ckpt", "rank1.ckpt"]
+    assert [s["exit_status"] for s in doc["sets"]] == [0, 0] and doc["chosen"]["step"] == 12  # the newest
     rank1 = tmp_path / "rank1.ckpt"
     flip(rank1, ring_offset(rank1, records(rank1)[0]) + 30)
     status, out, _ = call(capsys, str(tmp_path), "--json")
     doc = json.loads(out)
-    assert status == 1 and doc["latest_valid_step"] == 1 and doc["chosen"]["step"] == 1
-    assert call(capsys, str(tmp_path), "--tensor", "model/w")[0] == 64
-    status, _, _ = call(capsys, str(tmp_path))  # the human view lists the files
-    assert status == 1
+    assert [s["exit_status"] for s in doc["sets"]] == [0, 1]
+    assert doc["chosen"]["step"] == 11 and doc["chosen"]["set"] == "rank1.ckpt" and status == 1
+    status, out, _ = call(capsys, str(tmp_path), "--tensor", "model/w", "--json")
+    assert status == 1 and json.loads(out)["tensor"]["count"] == 64 * 48
+    status, out, _ = call(capsys, str(tmp_path))  # the human view shows each set's verdict
+    assert status == 1 and "rank0.ckpt: step 2 (seq 2) is valid" in out.replace("\n", " ")
 
 
 def _crafted(path: Path, header: dict[str, Any], data: bytes) -> None:

@@ -1,45 +1,56 @@
-"""A checkpoint written by 2 ranks loads into 1, 2 (and 3) ranks with every tensor equal to what was saved,
-and the trainer continues from a 2-rank checkpoint with 1 rank."""
+"""A checkpoint written by 2 FSDP2 ranks loads into 1 process and into 4 FSDP2 ranks with every tensor equal
+(N -> M through DCP's resharding, read through pccheck.dcp.Reader), and the trainer continues a 2-rank run
+with 1 rank and back."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from multirank_helpers import FLAGS, start, stderr, train_ranks, wait_all
-from multirank_worker import check
-from pccheck.distributed import Comm
-from pccheck.sharded import describe_run_dir
+from multirank_helpers import FLAGS, newest_step, start, stderr, train_ranks, wait_all
 from trainer_helpers import train
 
-WORKER = str(Path(__file__).with_name("multirank_worker.py"))
+CHECK = str(Path(__file__).with_name("dcp_demo_check.py"))
+ROOT = str(Path(__file__).resolve().parents[1])
 
 
 @pytest.fixture(scope="module")
 def saved_by_2(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("saved2")
-    codes = wait_all(start([], 2, d, argv=[sys.executable, WORKER, "save", str(d / "ckpt")]))
-    assert codes == [0, 0], stderr(d, 0) + stderr(d, 1)
-    desc = describe_run_dir(d / "ckpt")
-    assert desc["global_step"] == 8 and [s["world"] for s in desc["sets"]] == [2]
+    train_ranks([*FLAGS, "--fsdp", "--training-steps", "60", "--checkpoint-freq", "20", "--checkpoint-dir", str(d / "ckpt")], 2, d)
+    assert newest_step(d / "ckpt") == 60
     return d / "ckpt"
 
 
-def test_2_rank_checkpoint_loads_into_1_rank(saved_by_2):
-    assert check(str(saved_by_2), Comm.single()) == []
+def _loaded(cwd: Path, world: int, saved: Path, fsdp: bool) -> dict:
+    argv = [sys.executable, CHECK, str(cwd / "out.pt"), str(saved), *FLAGS, *(["--fsdp"] if fsdp else [])]
+    if world == 1:
+        subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    else:
+        codes = wait_all(start([], world, cwd, argv=argv, extra_env={"PYTHONPATH": ROOT}), timeout=300)
+        assert codes == [0] * world, stderr(cwd, 0)[-3000:]
+    return torch.load(cwd / "out.pt", weights_only=True)
 
 
-@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
-def test_2_rank_checkpoint_loads_into_m_ranks(saved_by_2, tmp_path, world):
-    codes = wait_all(start([], world, tmp_path, argv=[sys.executable, WORKER, "load", str(saved_by_2)]))
-    assert codes == [0] * world, [stderr(tmp_path, r) for r in range(world)]
+def test_2_rank_fsdp_checkpoint_loads_into_1_process(saved_by_2, tmp_path):
+    one = _loaded(tmp_path, 1, saved_by_2, fsdp=False)
+    assert one["step"] == 60
+    names = one["tensors"]
+    assert any(k.startswith("model/") for k in names) and any("exp_avg" in k for k in names)
 
 
-def test_each_rank_writes_about_half(saved_by_2):
-    (s,) = describe_run_dir(saved_by_2)["sets"]
-    lens = [r["records"][0]["payload_len"] for r in s["ranks"]]
-    assert abs(lens[0] - lens[1]) < 8192, lens
+@pytest.mark.slow
+def test_2_rank_fsdp_checkpoint_loads_into_4_ranks_with_equal_tensors(saved_by_2, tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "four").mkdir()
+    one = _loaded(tmp_path / "one", 1, saved_by_2, fsdp=False)
+    four = _loaded(tmp_path / "four", 4, saved_by_2, fsdp=True)
+    assert one["tensors"].keys() == four["tensors"].keys()
+    for k, v in one["tensors"].items():
+        assert torch.equal(v, four["tensors"][k]), k
 
 
 @pytest.mark.slow
@@ -49,13 +60,13 @@ def test_trainer_continues_from_2_rank_checkpoint_with_1_and_2_ranks(tmp_path):
     flags = [*FLAGS, "--checkpoint-dir", str(tmp_path / "ckpt")]
     codes = train_ranks([*flags, "--loss-file", str(d2 / "loss.csv"), "--fail-at-step", "60"], 2, d2, check=False)
     assert codes == [-9, -9]
-    assert describe_run_dir(tmp_path / "ckpt")["global_step"] == 50
+    assert newest_step(tmp_path / "ckpt") == 50
     one = train([*flags, "--loss-file", str(tmp_path / "one.csv"), "--load-checkpoint"], cwd=tmp_path)
     assert "resumed from the checkpoint at step 50" in one.stderr
     rows = (tmp_path / "one.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(51, 152))
-    # the single process wrote pccheck.ckpt beside the 2-rank files; 2 ranks now resume from its step 150
-    assert describe_run_dir(tmp_path / "ckpt")["resume_from"] == {"world": 1, "step": 150}
+    # the single process wrote pccheck.ckpt beside the 2-rank set; it is the newest, so 2 ranks resume from it
+    assert newest_step(tmp_path / "ckpt") == 150
     train_ranks([*flags, "--loss-file", str(d2 / "loss.csv"), "--load-checkpoint", "--training-steps", "160"], 2, d2)
     assert "resumed from the checkpoint at step 150" in stderr(d2, 0)
     steps = [int(r.split(",")[0]) for r in (d2 / "loss.csv").read_text().splitlines()[1:]]

@@ -1,18 +1,8 @@
-"""Pieces of the multi-rank checkpointer without launching ranks: launch environments, file sets, the
-global step and who held it back, retiring records, part payloads."""
+"""Pieces of the multi-rank path without launching ranks: launch environments and DCP file set names."""
 from __future__ import annotations
 
-import pytest
-import torch
-
-from pccheck import payload
-from pccheck.checkpointer import Checkpointer
+from pccheck.dcp.names import SetName, parse
 from pccheck.distributed import detect, first_host
-from pccheck.errors import CheckpointError
-from pccheck.sharded import (
-    _materialize, describe_run_dir, encode_part, parse_file_name, parse_part, rank_file_name, retire_newer,
-    split_range,
-)
 
 
 def test_launch_environments():
@@ -33,52 +23,10 @@ def test_launch_environments():
     assert first_host("a1,b[1-3]") == "a1" and first_host("nid[007,009-010]") == "nid007"
 
 
-def test_names_and_split():
-    assert rank_file_name(0, 1) == "pccheck.ckpt"
-    assert parse_file_name(rank_file_name(3, 256)) == (3, 256)
-    assert parse_file_name("pccheck.rank00002-of-00002.ckpt") is None
-    assert [split_range(10, r, 3) for r in range(3)] == [(0, 3), (3, 6), (6, 10)]
-
-
-def test_parts_reassemble_to_the_single_process_stream():
-    state = {"step": 3, "w": torch.arange(1001, dtype=torch.float32), "b": torch.ones(3, dtype=torch.bfloat16),
-             "rng": {"torch": torch.zeros(4, dtype=torch.uint8)}}
-    whole = _materialize(payload.encode({k: v for k, v in state.items() if k != "rng"}))
-    parts = [parse_part(_materialize(encode_part(state, rank=r, world=3, step=3, run="x", local_keys=("rng",)).enc)) for r in range(3)]
-    assert b"".join(bytes(data) for _, _, data in parts) == whole
-    assert all(m["total"] == len(whole) and m["run"] == "x" for m, _, _ in parts)
-    assert payload.decode(bytearray(parts[1][1]))["rng"]["torch"].tolist() == [0, 0, 0, 0]
-    with pytest.raises(CheckpointError):
-        parse_part(b"PCCKPRT1" + b"\xff" * 8)
-
-
-def _store(d, rank, steps):
-    ck = Checkpointer(d, max_async=1, keep=4, chunk_size=4096, file_name=rank_file_name(rank, 2))
-    for s in steps:
-        ck.save(s, {"step": s, "x": torch.full((10,), float(s))}).wait()
-    ck.close()
-
-
-def test_global_step_held_back_and_retire(tmp_path):
-    _store(tmp_path, 0, [10, 20, 30])
-    _store(tmp_path, 1, [10, 20])
-    desc = describe_run_dir(tmp_path)
-    (s,) = desc["sets"]
-    assert (s["global_step"], s["newest_step"]) == (20, 30)
-    assert [(h["rank"], h["why"]) for h in s["held_back"]] == [(1, "it has no commit of step 30")]
-    assert "held back by rank 1" in s["summary"]
-    assert desc["resume_from"] == {"world": 2, "step": 20}
-    assert retire_newer(tmp_path / rank_file_name(0, 2), 20) == [(3, 30)]
-    s = describe_run_dir(tmp_path)["sets"][0]
-    assert (s["global_step"], s["newest_step"], s["held_back"]) == (20, 20, [])
-    _store(tmp_path, 0, [40])  # the core reopens the file after the retired record and goes on
-    assert describe_run_dir(tmp_path)["sets"][0]["ranks"][0]["steps"] == {"10": 1, "20": 2, "40": 3}
-    assert len(retire_newer(tmp_path / rank_file_name(1, 2), None)) == 2  # a fresh start forgets all
-    assert describe_run_dir(tmp_path)["global_step"] is None
-
-
-def test_missing_rank_file_is_reported(tmp_path):
-    _store(tmp_path, 0, [10])
-    (s,) = describe_run_dir(tmp_path)["sets"]
-    assert s["global_step"] is None and s["ranks"][1]["error"] == "missing"
-    assert "unusable (missing)" in s["held_back"][0]["why"]
+def test_set_names_tell_sets_apart_by_run_and_world():
+    a, b = SetName.new(2), SetName.new(2)
+    assert a.set_id != b.set_id
+    assert parse(a.commit_file) == (a, None) and parse(a.rank_file(1)) == (a, 1)
+    assert parse(SetName("0123abcd", 4).rank_file(3)) == (SetName("0123abcd", 4), 3)
+    assert parse("dcp-0123abcd-w00002-r00002.ckpt") is None  # rank beyond the world size
+    assert parse("pccheck.ckpt") is None and parse("pccheck.rank00000-of-00002.ckpt") is None

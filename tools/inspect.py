@@ -154,6 +154,14 @@ def _row(table: Any, *cells: Any, style: Optional[str] = None) -> None:
 
 
 def _render_files(console: Any, doc: dict[str, Any]) -> None:
+    if len(doc["files"]) > 2:  # a file set of many ranks: one row per file, not one table each
+        table = _table("files", ("file", "size", "slots", "slot size", "keep", "max in flight", "created"))
+        for f in doc["files"]:
+            g = f["geometry"] or {}
+            _row(table, os.path.basename(f["path"]), _size(f["bytes"]), g.get("slot_count", "-"),
+                 _size(g.get("slot_size")), g.get("keep", "-"), g.get("max_async", "-"), _created(g.get("created_ns")))
+        console.print(table)
+        return
     for f in doc["files"]:
         g = f["geometry"]
         if g is None:
@@ -194,6 +202,29 @@ def _render_checkpoints(console: Any, doc: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _several_sets(doc: dict[str, Any]) -> bool:
+    return len(doc["sets"]) > 1 or any(s["kind"] == "dcp" for s in doc["sets"])
+
+
+def _render_sets(console: Any, doc: dict[str, Any]) -> None:
+    """Several file sets: each one's checkpoints (global commits of a DCP set, with its parts) and verdict."""
+    from rich.text import Text
+
+    for s in doc["sets"]:
+        cols = ["checkpoint", "step", "written (UTC)", "parts (rank: seq, size)", "status"]
+        table = _table(f"{_safe(s['label'])}" + (f": {s['error']}" if s["error"] else ""), cols)
+        for c in s["checkpoints"]:
+            status = Text("valid", style="green") if c["valid"] else Text(_safe(c["reason"], 200), style="red")
+            if s["chosen"] is not None and c["seq"] == s["chosen"]["seq"]:
+                status.append("  ← this set's pick", style="bold")
+            parts = "; ".join(f"{p['rank']}: {p['seq']}, {_size(p['payload_bytes'])}" for p in c["ranks"] or [])
+            _row(table, f"seq {c['seq']}" if c["gseq"] is None else c["gseq"], "-" if c["step"] is None else c["step"],
+                 c["time"] or "-", parts or "-", status)
+        console.print(table)
+        style = {0: "green", 1: "yellow"}.get(s["exit_status"], "red")
+        console.print(Text(_safe(s["message"], 400), style=style))
+
+
 def _render_state(console: Any, doc: dict[str, Any], all_tensors: bool) -> None:
     state = doc["state"]
     if state is None:
@@ -232,7 +263,10 @@ def render(doc: dict[str, Any], all_tensors: bool = False, console: Any = None) 
 
     console = console or Console(highlight=False)
     _render_files(console, doc)
-    _render_checkpoints(console, doc)
+    if _several_sets(doc):
+        _render_sets(console, doc)
+    else:
+        _render_checkpoints(console, doc)
     chosen = doc["chosen"]
     if chosen is not None:
         line = Text("a load picks ", style="bold")

@@ -398,8 +398,11 @@ def _why(chosen: Optional[dict[str, Any]], skipped: list[dict[str, Any]], opts: 
 def inspect(opts: Options) -> dict[str, Any]:
     """The whole report for opts.path; InspectError (with its exit status) when there is nothing to report."""
     kind, paths = resolve(opts.path)
-    if len(paths) > 1 and kind == "pccheck" and (opts.tensor or opts.export):
-        raise InspectError(f"{opts.path} holds {len(paths)} pccheck files (one per rank): name one for --tensor/--export", USAGE)
+    if kind == "pccheck":
+        from . import inspect_sets
+
+        if inspect_sets.is_multi_set(opts.path, paths):
+            return inspect_sets.document(opts, paths)
     files, cps = [], []
     for p in paths:
         if kind == "pccheck":
@@ -410,8 +413,6 @@ def inspect(opts: Options) -> dict[str, Any]:
             found = [_torchsave_checkpoint(p, _torchsave_check(p, opts.verify, opts.run), opts.verify)]
         files.append(entry)
         cps.extend(found)
-    if kind == "pccheck" and len(paths) > 1:
-        return _multi_rank(opts, kind, files, cps)
     chosen, facts = _choose(kind, files, cps, opts)
     status, message, skipped = _verdict(cps, chosen, opts)
     valid = [c for c in cps if c["valid"]]
@@ -422,6 +423,11 @@ def _document(opts: Options, kind: str, files: list[dict[str, Any]], cps: list[d
               facts: dict[str, Any], status: int, message: str, skipped: list[dict[str, Any]],
               valid: list[dict[str, Any]]) -> dict[str, Any]:
     newest_valid = valid[0] if valid else None
+    sets = []
+    if kind == "pccheck" and files:
+        from .inspect_sets import set_doc_of_file
+
+        sets = [set_doc_of_file(files[0]["path"], opts.verify, opts.step)]
     return {
         "schema": SCHEMA,
         "path": opts.path,
@@ -434,7 +440,8 @@ def _document(opts: Options, kind: str, files: list[dict[str, Any]], cps: list[d
         "skipped": skipped,
         "chosen": None if chosen is None else {
             "file": chosen["file"], "seq": chosen["seq"], "step": chosen["step"], "valid": chosen["valid"],
-            "why": _why(chosen, skipped, opts, kind)},
+            "set": sets[0]["label"] if sets else None, "why": _why(chosen, skipped, opts, kind)},
+        "sets": sets,
         "state": facts.get("state"),
         "tensor": facts.get("tensor"),
         "export": facts.get("export"),
@@ -444,30 +451,8 @@ def _document(opts: Options, kind: str, files: list[dict[str, Any]], cps: list[d
     }
 
 
-def _multi_rank(opts: Options, kind: str, files: list[dict[str, Any]], cps: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several rank files: a step counts only when every file holds it valid (the global commit rule)."""
-    per_file = [{c["step"] for c in cps if c["file"] == f["path"] and c["valid"]} for f in files]
-    common = set.intersection(*per_file) if per_file else set()
-    steps = sorted(common, reverse=True)
-    target = opts.step if opts.step is not None else (steps[0] if steps else None)
-    newest = max((c["step"] for c in cps if c["step"] is not None), default=None)
-    if target is None or target not in common:
-        status = NOTHING_VALID if not steps else OLDER_VALID
-        message = "no step is valid in every rank file" if not steps else f"step {target} is not valid in every rank file"
-        chosen = None
-    else:
-        status = OLDER_VALID if opts.step is None and newest is not None and newest > target else OK
-        message = f"step {target} is valid in all {len(files)} rank files"
-        chosen = {"file": None, "seq": None, "step": target, "valid": True, "why": "newest step valid in every rank file"}
-    skipped = [{"seq": c["seq"], "step": c["step"], "file": c["file"], "reason": c["reason"]}
-               for c in cps if not c["valid"] and target is not None and (c["step"] or -1) > target]
-    doc = _document(opts, kind, files, cps, None, {}, status, message, skipped, [])
-    doc.update(latest_valid_step=steps[0] if steps else None, chosen=chosen)
-    return doc
-
-
 def error_document(path: str, exc: InspectError) -> dict[str, Any]:
     """The --json document when there is nothing to report but the error."""
     return {"schema": SCHEMA, "path": path, "kind": None, "verified": False, "files": [], "checkpoints": [],
-            "latest_valid_step": None, "latest_valid_seq": None, "skipped": [], "chosen": None, "state": None,
+            "latest_valid_step": None, "latest_valid_seq": None, "skipped": [], "chosen": None, "sets": [], "state": None,
             "tensor": None, "export": None, "exit_status": exc.status, "message": str(exc), "error": str(exc)}
