@@ -1,6 +1,6 @@
-"""A 2-task job (srun tasks, gloo) on the local Slurm: the wall-time limit stops both ranks at the same step,
-the job is requeued once per stop (same job id), resumes from the global step and ends with a loss file
-byte-identical to an uninterrupted 2-rank run."""
+"""A 2-task job (srun tasks, gloo, the demo's DCP path) on the local Slurm: the wall-time limit stops both
+ranks at the same step, the job is requeued once per stop (same job id), resumes from the global step and
+ends with a loss file byte-identical to an uninterrupted 2-rank run."""
 from __future__ import annotations
 
 import sys
@@ -12,7 +12,7 @@ from slurm_helpers import TINY, events, job_field, submit
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from multirank_helpers import start, stderr, wait_all  # noqa: E402
 
-from pccheck.sharded import describe_run_dir  # noqa: E402
+from pccheck.dcp.sets import newest, scan_directory  # noqa: E402
 
 pytestmark = pytest.mark.slurm
 
@@ -43,6 +43,5 @@ def test_two_task_job_survives_walltime_requeue_byte_identical(slurm_cluster, tm
     assert stops and len(requeues) == len(stops)  # one requeue per stop, by rank 0 only
     assert {e["job_id"] for e in ev if e["event"] == "start"} == {job_id}
     assert (run / "loss.csv").read_bytes() == (ref_dir / "loss.csv").read_bytes()
-    ckpt = next(p for p in run.rglob("pccheck.rank00000-of-00002.ckpt")).parent
-    desc = describe_run_dir(ckpt)
-    assert [s["world"] for s in desc["sets"]] == [2] and desc["global_step"] is not None
+    sets = scan_directory(run / "checkpoints")
+    assert [s.world for s in sets] == [2] and newest(sets) is not None  # one DCP set of 2 ranks, loadable
