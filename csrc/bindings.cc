@@ -150,8 +150,15 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Store>(m, "Store")
       .def(py::init([](const std::string& path, uint64_t slot_size, uint64_t max_async, uint64_t keep,
                        uint64_t chunk_size, uint64_t threads, uint64_t memory_budget, const std::string& durability) {
-             StoreOptions o{path, slot_size, max_async, keep, chunk_size, threads, memory_budget,
-                            parse_durability(durability)};
+             StoreOptions o;
+             o.path = path;
+             o.slot_size = slot_size;
+             o.max_async = max_async;
+             o.keep = keep;
+             o.chunk_size = chunk_size;
+             o.threads = threads;
+             o.memory_budget = memory_budget;
+             o.durability = parse_durability(durability);
              py::gil_scoped_release nogil;  // preallocation and the pre-faulting take time
              return std::make_unique<Store>(o);
            }),
