@@ -13,6 +13,7 @@
 #include "crc32c.h"
 #include "engine.h"
 #include "errors.h"
+#include "file_lock.h"
 #include "recovery.h"
 
 namespace py = pybind11;
@@ -125,6 +126,24 @@ py::dict stats_dict(const Stats& s) {
   d["failed"] = s.failed;
   d["aborted"] = s.aborted;
   d["bytes_written"] = s.bytes_written;
+  d["grown"] = s.grown;
+  return d;
+}
+
+LockMode parse_lock_mode(const std::string& name) {
+  if (name == "auto") return LockMode::kAuto;
+  if (name == "flock") return LockMode::kFlock;
+  if (name == "lease") return LockMode::kLease;
+  throw std::invalid_argument("mode must be 'auto', 'flock' or 'lease', not '" + name + "'");
+}
+
+py::dict owner_dict(const LockOwner& o) {
+  py::dict d;
+  d["host"] = o.host;
+  d["boot"] = o.boot;
+  d["pid"] = o.pid;
+  d["start_ticks"] = o.start_ticks;
+  d["started"] = o.started_s;
   return d;
 }
 
@@ -224,30 +243,62 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release nogil;
             s.close();
           })
+      .def_property_readonly("lock_mode", [](const Store& s) { return s.lock_mode() == LockMode::kLease ? "lease" : "flock"; })
       .def(
           "_inject_write_error",
           [](Store& s, uint64_t after, int err) { s.inject_write_error(after, err); },
           py::arg("after_n_chunk_writes"), py::arg("errno") = EIO);
 
+  // A lock on a file that also works where flock does not (file_lock.h);
+  // acquired by the constructor, released by release() or the with block.
+  py::class_<FileLock>(m, "FileLock")
+      .def(py::init([](const std::string& path, const std::string& what, const std::string& mode, double lease_timeout) {
+             LockOptions o{parse_lock_mode(mode), lease_timeout};
+             py::gil_scoped_release nogil;
+             return std::make_unique<FileLock>(posix_fs(), path, what.empty() ? path : what, o);
+           }),
+           py::arg("path"), py::arg("what") = "", py::kw_only(), py::arg("mode") = "auto",
+           py::arg("lease_timeout") = 60.0)
+      .def("release", &FileLock::unlock, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("held", &FileLock::held)
+      .def_property_readonly("mode", [](const FileLock& l) { return l.mode() == LockMode::kLease ? "lease" : "flock"; })
+      .def_property_readonly("owner", [](const FileLock& l) { return owner_dict(l.owner()); })
+      .def("__enter__", [](py::object self) { return self; })
+      .def(
+          "__exit__",
+          [](FileLock& l, py::args) {
+            py::gil_scoped_release nogil;
+            l.unlock();
+          });
+
   m.def(
       "scan",
-      [](const std::string& path, bool verify) {
+      [](const std::string& path, bool verify, bool durable) {
         ScanResult r;
         {
           py::gil_scoped_release nogil;
-          r = scan_file(path, verify);
+          r = scan_file(path, verify, durable);
         }
         return scan_dict(r);
       },
-      py::arg("path"), py::arg("verify") = false);
+      py::arg("path"), py::arg("verify") = false, py::arg("durable") = false);
   m.def(
       "read_payload",
-      [](const std::string& path, uint64_t seq, py::handle out, unsigned threads) {
+      [](const std::string& path, uint64_t seq, py::handle out, unsigned threads, bool durable) {
         BufferView v(out, true);
         py::gil_scoped_release nogil;
-        read_payload(path, seq, v.data(), v.size(), threads);
+        read_payload(path, seq, v.data(), v.size(), threads, durable);
       },
-      py::arg("path"), py::arg("seq"), py::arg("out"), py::arg("threads") = 0);
+      py::arg("path"), py::arg("seq"), py::arg("out"), py::arg("threads") = 0, py::arg("durable") = false);
+  m.def(
+      "make_durable",
+      [](const std::string& path) {
+        py::gil_scoped_release nogil;
+        make_durable(posix_fs(), path);
+      },
+      py::arg("path"),
+      "Makes path durable (fdatasync, then fsync of its directory): what a crashed writer left unsynced in "
+      "the page cache, and a reader trusts, survives a power loss.");
   m.def(
       "payload_length",
       [](const std::string& path, uint64_t seq) {
