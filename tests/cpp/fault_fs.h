@@ -58,7 +58,7 @@ struct FaultEvent {
   bool creates = false;  // an open that may create
 };
 
-class FaultDisk {
+class FaultDisk : public std::enable_shared_from_this<FaultDisk> {
  public:
   FaultDisk() = default;
   FaultDisk(const FaultDisk&) = delete;
