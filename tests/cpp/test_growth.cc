@@ -137,9 +137,13 @@ TEST(growth_without_space_is_one_clear_error_and_the_store_goes_on) {
   CHECK(r.second == Outcome::kCommitted);
   CHECK(pctest::read_seq(fs, "/d/ck", r.first) == b);
   CHECK(pctest::load_newest(fs, "/d/ck")->step == 3u);
-  disk->set_capacity(1ull << 40);
-  r = pctest::save(s, 4, big);  // room again: grows
+  // Room for the smallest grown layout only (not for 1.5 times the slots): that one is taken.
+  Superblock smallest = grown_geometry(scan_file("/d/ck", false, false, fs).sb, round_up(big.size(), kBlock),
+                                       opt.chunk_size, 0);
+  disk->set_capacity(file + smallest.file_size + kBlock);
+  r = pctest::save(s, 4, big);
   CHECK(r.second == Outcome::kCommitted && s.stats().grown == 1u);
+  CHECK_EQ(s.geometry().slot_size, round_up(big.size(), kBlock));
   CHECK(pctest::read_seq(fs, "/d/ck", r.first) == big);
 }
 
