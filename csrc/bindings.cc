@@ -137,6 +137,8 @@ LockMode parse_lock_mode(const std::string& name) {
   throw std::invalid_argument("mode must be 'auto', 'flock' or 'lease', not '" + name + "'");
 }
 
+const char* lock_mode_name(LockMode m) { return m == LockMode::kLease ? "lease" : "flock"; }  // once held
+
 py::dict owner_dict(const LockOwner& o) {
   py::dict d;
   d["host"] = o.host;
@@ -243,7 +245,7 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release nogil;
             s.close();
           })
-      .def_property_readonly("lock_mode", [](const Store& s) { return s.lock_mode() == LockMode::kLease ? "lease" : "flock"; })
+      .def_property_readonly("lock_mode", [](const Store& s) { return lock_mode_name(s.lock_mode()); })
       .def(
           "_inject_write_error",
           [](Store& s, uint64_t after, int err) { s.inject_write_error(after, err); },
@@ -252,7 +254,8 @@ PYBIND11_MODULE(_core, m) {
   // A lock on a file that also works where flock does not (file_lock.h);
   // acquired by the constructor, released by release() or the with block.
   py::class_<FileLock>(m, "FileLock")
-      .def(py::init([](const std::string& path, const std::string& what, const std::string& mode, double lease_timeout) {
+      .def(py::init([](const std::string& path, const std::string& what, const std::string& mode,
+                       double lease_timeout) {
              LockOptions o{parse_lock_mode(mode), lease_timeout};
              py::gil_scoped_release nogil;
              return std::make_unique<FileLock>(posix_fs(), path, what.empty() ? path : what, o);
@@ -261,7 +264,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("lease_timeout") = 60.0)
       .def("release", &FileLock::unlock, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("held", &FileLock::held)
-      .def_property_readonly("mode", [](const FileLock& l) { return l.mode() == LockMode::kLease ? "lease" : "flock"; })
+      .def_property_readonly("mode", [](const FileLock& l) { return lock_mode_name(l.mode()); })
       .def_property_readonly("owner", [](const FileLock& l) { return owner_dict(l.owner()); })
       .def("__enter__", [](py::object self) { return self; })
       .def(

@@ -230,7 +230,8 @@ void Store::write_host(uint64_t seq, const std::vector<Segment>& parts) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     auto c = find_locked(seq);
-    if (!c && finished_.count(seq) == 0) throw std::invalid_argument("seq " + std::to_string(seq) + " is not being written");
+    if (!c && finished_.count(seq) == 0)
+      throw std::invalid_argument("seq " + std::to_string(seq) + " is not being written");
     if (!c || c->state != State::kWriting) return;  // failed or aborted since begin(): wait() says why
     if (c->n_submitted != 0) throw std::invalid_argument("seq " + std::to_string(seq) + " already has chunks");
     if (total != c->payload_len)

@@ -255,7 +255,8 @@ TEST(powerloss_multirank_global_commit) {
       FaultFs fs(disk);
       std::vector<std::unique_ptr<Store>> ranks;
       try {
-        for (uint64_t r = 0; r < kRanks; ++r) ranks.push_back(std::make_unique<Store>(options(fs, rank_path(r), shape, 1)));
+        for (uint64_t r = 0; r < kRanks; ++r)
+          ranks.push_back(std::make_unique<Store>(options(fs, rank_path(r), shape, 1)));
         Store coord(options(fs, kCoordPath, shape, 1));
         for (uint64_t step = 1; step <= 5; ++step) {
           std::vector<uint64_t> seqs;
