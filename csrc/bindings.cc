@@ -13,6 +13,7 @@
 #include "crc32c.h"
 #include "engine.h"
 #include "errors.h"
+#include "file_lock.h"
 #include "recovery.h"
 
 namespace py = pybind11;
@@ -125,6 +126,26 @@ py::dict stats_dict(const Stats& s) {
   d["failed"] = s.failed;
   d["aborted"] = s.aborted;
   d["bytes_written"] = s.bytes_written;
+  d["grown"] = s.grown;
+  return d;
+}
+
+LockMode parse_lock_mode(const std::string& name) {
+  if (name == "auto") return LockMode::kAuto;
+  if (name == "flock") return LockMode::kFlock;
+  if (name == "lease") return LockMode::kLease;
+  throw std::invalid_argument("mode must be 'auto', 'flock' or 'lease', not '" + name + "'");
+}
+
+const char* lock_mode_name(LockMode m) { return m == LockMode::kLease ? "lease" : "flock"; }  // once held
+
+py::dict owner_dict(const LockOwner& o) {
+  py::dict d;
+  d["host"] = o.host;
+  d["boot"] = o.boot;
+  d["pid"] = o.pid;
+  d["start_ticks"] = o.start_ticks;
+  d["started"] = o.started_s;
   return d;
 }
 
@@ -150,8 +171,15 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Store>(m, "Store")
       .def(py::init([](const std::string& path, uint64_t slot_size, uint64_t max_async, uint64_t keep,
                        uint64_t chunk_size, uint64_t threads, uint64_t memory_budget, const std::string& durability) {
-             StoreOptions o{path, slot_size, max_async, keep, chunk_size, threads, memory_budget,
-                            parse_durability(durability)};
+             StoreOptions o;
+             o.path = path;
+             o.slot_size = slot_size;
+             o.max_async = max_async;
+             o.keep = keep;
+             o.chunk_size = chunk_size;
+             o.threads = threads;
+             o.memory_budget = memory_budget;
+             o.durability = parse_durability(durability);
              py::gil_scoped_release nogil;  // preallocation and the pre-faulting take time
              return std::make_unique<Store>(o);
            }),
@@ -217,30 +245,63 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release nogil;
             s.close();
           })
+      .def_property_readonly("lock_mode", [](const Store& s) { return lock_mode_name(s.lock_mode()); })
       .def(
           "_inject_write_error",
           [](Store& s, uint64_t after, int err) { s.inject_write_error(after, err); },
           py::arg("after_n_chunk_writes"), py::arg("errno") = EIO);
 
+  // A lock on a file that also works where flock does not (file_lock.h);
+  // acquired by the constructor, released by release() or the with block.
+  py::class_<FileLock>(m, "FileLock")
+      .def(py::init([](const std::string& path, const std::string& what, const std::string& mode,
+                       double lease_timeout) {
+             LockOptions o{parse_lock_mode(mode), lease_timeout};
+             py::gil_scoped_release nogil;
+             return std::make_unique<FileLock>(posix_fs(), path, what.empty() ? path : what, o);
+           }),
+           py::arg("path"), py::arg("what") = "", py::kw_only(), py::arg("mode") = "auto",
+           py::arg("lease_timeout") = 60.0)
+      .def("release", &FileLock::unlock, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("held", &FileLock::held)
+      .def_property_readonly("mode", [](const FileLock& l) { return lock_mode_name(l.mode()); })
+      .def_property_readonly("owner", [](const FileLock& l) { return owner_dict(l.owner()); })
+      .def("__enter__", [](py::object self) { return self; })
+      .def(
+          "__exit__",
+          [](FileLock& l, py::args) {
+            py::gil_scoped_release nogil;
+            l.unlock();
+          });
+
   m.def(
       "scan",
-      [](const std::string& path, bool verify) {
+      [](const std::string& path, bool verify, bool durable) {
         ScanResult r;
         {
           py::gil_scoped_release nogil;
-          r = scan_file(path, verify);
+          r = scan_file(path, verify, durable);
         }
         return scan_dict(r);
       },
-      py::arg("path"), py::arg("verify") = false);
+      py::arg("path"), py::arg("verify") = false, py::arg("durable") = false);
   m.def(
       "read_payload",
-      [](const std::string& path, uint64_t seq, py::handle out, unsigned threads) {
+      [](const std::string& path, uint64_t seq, py::handle out, unsigned threads, bool durable) {
         BufferView v(out, true);
         py::gil_scoped_release nogil;
-        read_payload(path, seq, v.data(), v.size(), threads);
+        read_payload(path, seq, v.data(), v.size(), threads, durable);
       },
-      py::arg("path"), py::arg("seq"), py::arg("out"), py::arg("threads") = 0);
+      py::arg("path"), py::arg("seq"), py::arg("out"), py::arg("threads") = 0, py::arg("durable") = false);
+  m.def(
+      "make_durable",
+      [](const std::string& path) {
+        py::gil_scoped_release nogil;
+        make_durable(posix_fs(), path);
+      },
+      py::arg("path"),
+      "Makes path durable (fdatasync, then fsync of its directory): what a crashed writer left unsynced in "
+      "the page cache, and a reader trusts, survives a power loss.");
   m.def(
       "payload_length",
       [](const std::string& path, uint64_t seq) {

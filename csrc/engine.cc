@@ -1,18 +1,15 @@
 #include "engine.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
+#include "aligned_block.h"
 #include "crc32c.h"
 #include "errors.h"
-#include "store_file.h"
+#include "growth.h"
 
 namespace pccheck {
 
@@ -36,31 +33,13 @@ std::string checked_lock_path(const StoreOptions& o) {
   return o.path + ".lock";
 }
 
-// kBlock-aligned scratch for table and record writes (O_DIRECT needs it).
-struct AlignedBlock {
-  explicit AlignedBlock(uint64_t n) : size(n) {
-    void* p = nullptr;
-    if (::posix_memalign(&p, kBlock, n) != 0) throw std::bad_alloc();
-    data = static_cast<uint8_t*>(p);
-  }
-  ~AlignedBlock() { std::free(data); }
-  AlignedBlock(const AlignedBlock&) = delete;
-  AlignedBlock& operator=(const AlignedBlock&) = delete;
-  uint8_t* data;
-  uint64_t size;
-};
-
-// Opens path with O_DIRECT and proves an aligned read works (some file
-// systems accept the flag and fail the I/O). Returns 0 or the errno.
-int open_direct(const std::string& path, Fd* out) {
-  int raw = ::open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
-  if (raw < 0) return errno;
-  Fd fd(raw);
-  AlignedBlock probe(kBlock);
-  ssize_t n = ::pread(fd.get(), probe.data, kBlock, 0);
-  if (n != static_cast<ssize_t>(kBlock)) return n < 0 ? errno : EIO;
-  *out = std::move(fd);
-  return 0;
+void apply_superblock(const Superblock& sb, Geometry* g) {
+  g->slot_count = sb.slot_count;
+  g->slot_size = sb.slot_size;
+  g->table_bytes = sb.table_bytes;
+  g->ring_entries = sb.ring_entries;
+  g->file_size = sb.file_size;
+  g->created_ns = sb.created_ns;
 }
 
 }  // namespace
@@ -98,51 +77,48 @@ const char* outcome_name(Outcome o) {
   return "pending";
 }
 
-Store::Store(const StoreOptions& opt) : lock_(checked_lock_path(opt), opt.path) {
+Store::Store(const StoreOptions& opt)
+    : fs_(opt.fs ? *opt.fs : posix_fs()), lock_(fs_, checked_lock_path(opt), opt.path, opt.lock) {
   FileRequest req{opt.path, opt.slot_size, opt.max_async + opt.keep, opt.chunk_size, opt.keep, opt.max_async};
-  OpenedFile f = open_or_create(req);
-  sb_ = f.sb;
-  fd_ = std::move(f.fd);
+  OpenedFile f = open_or_create(fs_, req);
+  const Superblock& sb = f.sb;
+  layout_ = std::make_shared<Layout>();
+  layout_->path = opt.path;
+  layout_->sb = sb;
+  layout_->fd = std::move(f.fd);
   geo_.path = opt.path;
-  geo_.slot_count = sb_.slot_count;
-  geo_.slot_size = sb_.slot_size;
-  geo_.table_bytes = sb_.table_bytes;
+  apply_superblock(sb, &geo_);
   geo_.chunk_size = opt.chunk_size;
-  geo_.ring_entries = sb_.ring_entries;
-  geo_.file_size = sb_.file_size;
-  geo_.created_ns = sb_.created_ns;
   geo_.threads = opt.threads;
   geo_.created = f.created;
-  geo_.adopted = sb_.slot_count != opt.max_async + opt.keep;
+  geo_.adopted = sb.slot_count != opt.max_async + opt.keep;
   // An adopted file keeps the split it was created with.
-  geo_.keep = geo_.adopted ? sb_.keep : opt.keep;
-  geo_.max_async = geo_.adopted ? sb_.max_async : opt.max_async;
-  if (geo_.keep < 1 || geo_.max_async < 1 || geo_.keep + geo_.max_async != sb_.slot_count) {
-    geo_.keep = std::min<uint64_t>(opt.keep, sb_.slot_count - 1);
-    geo_.max_async = sb_.slot_count - geo_.keep;
+  geo_.keep = geo_.adopted ? sb.keep : opt.keep;
+  geo_.max_async = geo_.adopted ? sb.max_async : opt.max_async;
+  if (geo_.keep < 1 || geo_.max_async < 1 || geo_.keep + geo_.max_async != sb.slot_count) {
+    geo_.keep = std::min<uint64_t>(opt.keep, sb.slot_count - 1);
+    geo_.max_async = sb.slot_count - geo_.keep;
   }
 
   geo_.durability = Durability::kFdatasync;
   if (opt.durability != Durability::kFdatasync) {
-    int err = open_direct(opt.path, &direct_);
+    int err = open_direct(fs_, opt.path, &layout_->direct);
     if (err == 0) geo_.durability = Durability::kDirect;
     else if (opt.durability == Durability::kDirect)
       throw CoreError("durability='direct': " + opt.path + " does not take O_DIRECT (" + errno_text(err) +
                       "); use durability='fdatasync' on this file system");
   }
-  write_fd_ = direct_.valid() ? direct_.get() : fd_.get();
 
-  slots_.assign(sb_.slot_count, SlotState::kFree);
+  slots_.assign(sb.slot_count, SlotState::kFree);
   // Reopened file: the keep newest valid commits stay protected.
-  std::vector<std::pair<uint64_t, uint64_t>> valid;  // (seq, slot)
+  std::vector<CommitRecord> valid;
   for (const auto& e : f.scan.entries)
-    if (e.valid) valid.emplace_back(e.rec.seq, e.rec.slot);
-  std::sort(valid.rbegin(), valid.rend());
-  for (const auto& e : f.scan.entries)
-    if (e.valid && (!latest_ || e.rec.seq > latest_->first)) latest_ = {e.rec.seq, e.rec.step};
+    if (e.valid) valid.push_back(e.rec);
+  std::sort(valid.begin(), valid.end(), [](const CommitRecord& a, const CommitRecord& b) { return a.seq > b.seq; });
+  if (!valid.empty()) latest_ = {valid[0].seq, valid[0].step};
   for (size_t i = 0; i < valid.size() && i < geo_.keep; ++i) {
     committed_.push_front(valid[i]);
-    slots_[valid[i].second] = SlotState::kCommitted;
+    slots_[valid[i].slot] = SlotState::kCommitted;
   }
   next_seq_ = f.scan.max_seq + 1;
 
@@ -169,12 +145,13 @@ std::shared_ptr<Store::Checkpoint> Store::find_locked(uint64_t seq) {
 uint64_t Store::pick_seq_locked() {
   // A seq whose ring entry is shared with a live seq (in flight or kept)
   // would overwrite that seq's record when it commits: skip such numbers.
+  const uint64_t ring = layout_->sb.ring_entries;  // a grown file keeps the ring
   auto clashes = [&](uint64_t s) {
-    uint64_t idx = s % sb_.ring_entries;
+    uint64_t idx = s % ring;
     for (const auto& kv : active_)
-      if (kv.first % sb_.ring_entries == idx) return true;
-    for (const auto& c : committed_)
-      if (c.first % sb_.ring_entries == idx) return true;
+      if (kv.first % ring == idx) return true;
+    for (const auto& r : committed_)
+      if (r.seq % ring == idx) return true;
     return false;
   };
   uint64_t s = next_seq_;
@@ -183,11 +160,17 @@ uint64_t Store::pick_seq_locked() {
   return s;
 }
 
+Geometry Store::geometry() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return geo_;
+}
+
 std::optional<uint64_t> Store::begin(uint64_t step, uint64_t payload_len, bool block) {
-  if (payload_len == 0 || payload_len > sb_.slot_size)
+  if (payload_len == 0 || payload_len > kMaxPayloadLen)
     throw std::invalid_argument("payload_len " + std::to_string(payload_len) + " is outside 1.." +
-                                std::to_string(sb_.slot_size) + " (the slot size of " + geo_.path + ")");
+                                std::to_string(kMaxPayloadLen));
   std::unique_lock<std::mutex> lk(mu_);
+  bool grow;
   for (;;) {
     if (closed_) throw CoreError("store " + geo_.path + " is closed");
     if (sticky_) {
@@ -195,21 +178,48 @@ std::optional<uint64_t> Store::begin(uint64_t step, uint64_t payload_len, bool b
       sticky_.reset();
       throw WriteError(msg);
     }
-    if (active_.size() < geo_.max_async) break;
+    grow = payload_len > layout_->sb.slot_size;  // a growth waits until nothing is in flight
+    if (!growing_ && (grow ? active_.empty() : active_.size() < geo_.max_async)) break;
     if (!block) return std::nullopt;
     done_cv_.wait(lk);
   }
-  auto free_slot = std::find(slots_.begin(), slots_.end(), SlotState::kFree);
-  if (free_slot == slots_.end()) throw CoreError("internal: no free slot with fewer than max_async in flight");
   auto c = std::make_shared<Checkpoint>();
+  if (grow) {
+    growing_ = true;  // holds off other begin() calls and close()
+    std::shared_ptr<Layout> current = layout_;
+    bool direct = geo_.durability == Durability::kDirect;
+    lk.unlock();
+    try {
+      c->layout = create_grown(*current, payload_len, geo_.chunk_size, direct);
+    } catch (...) {
+      lk.lock();
+      growing_ = false;
+      done_cv_.notify_all();
+      throw;
+    }
+    lk.lock();
+    if (closed_) {  // close() came meanwhile and waits for this
+      fs_.unlink(c->layout->path);
+      growing_ = false;
+      done_cv_.notify_all();
+      throw CoreError("store " + geo_.path + " is closed");
+    }
+    c->grows = true;
+    // The newest keep - 1 checkpoints are copied into the slots before it.
+    c->slot = std::min<uint64_t>(committed_.size(), geo_.keep - 1);
+  } else {
+    auto free_slot = std::find(slots_.begin(), slots_.end(), SlotState::kFree);
+    if (free_slot == slots_.end()) throw CoreError("internal: no free slot with fewer than max_async in flight");
+    c->layout = layout_;
+    c->slot = static_cast<uint64_t>(free_slot - slots_.begin());
+    *free_slot = SlotState::kInFlight;
+  }
   c->seq = pick_seq_locked();
   c->step = step;
-  c->slot = static_cast<uint64_t>(free_slot - slots_.begin());
   c->payload_len = payload_len;
   c->n_chunks = div_up(payload_len, geo_.chunk_size);
   c->crcs.assign(c->n_chunks, 0);
   c->submitted.assign(c->n_chunks, 0);
-  *free_slot = SlotState::kInFlight;
   active_[c->seq] = c;
   return c->seq;
 }
@@ -220,7 +230,9 @@ void Store::write_host(uint64_t seq, const std::vector<Segment>& parts) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     auto c = find_locked(seq);
-    if (!c || c->state != State::kWriting) throw std::invalid_argument("seq " + std::to_string(seq) + " is not being written");
+    if (!c && finished_.count(seq) == 0)
+      throw std::invalid_argument("seq " + std::to_string(seq) + " is not being written");
+    if (!c || c->state != State::kWriting) return;  // failed or aborted since begin(): wait() says why
     if (c->n_submitted != 0) throw std::invalid_argument("seq " + std::to_string(seq) + " already has chunks");
     if (total != c->payload_len)
       throw std::invalid_argument("payload is " + std::to_string(total) + " bytes, begin() announced " +
@@ -329,21 +341,23 @@ void Store::writer_loop() {
       t = std::move(tasks_.front());
       tasks_.pop_front();
       if (t.ckpt->state != State::kWriting) t.nbytes = 0;  // aborted or failed: just recycle
+      else t.ckpt->issued++;
     }
     Checkpoint& c = *t.ckpt;
+    const Layout& file = *c.layout;
     int err = 0;
     uint32_t crc = 0;
-    uint64_t off = sb_.payload_offset(c.slot) + t.chunk_index * geo_.chunk_size;
+    uint64_t off = file.sb.payload_offset(c.slot) + t.chunk_index * geo_.chunk_size;
     uint64_t len = t.nbytes;
     if (t.nbytes > 0) {
       uint8_t* buf = pool_->data(t.buffer);
       crc = crc32c(buf, t.nbytes);
-      if (direct_.valid()) {  // O_DIRECT writes whole blocks; the slot has room for the padding
+      if (file.direct.valid()) {  // O_DIRECT writes whole blocks; the slot has room for the padding
         len = round_up(t.nbytes, kBlock);
         std::memset(buf + t.nbytes, 0, len - t.nbytes);
       }
       err = take_injected_error();
-      if (err == 0) err = pwrite_all(write_fd_, buf, len, off);
+      if (err == 0) err = pwrite_all(file.writer(), buf, len, off);
     }
     std::lock_guard<std::mutex> lk(mu_);
     buffer_submitted_[t.buffer] = 0;
@@ -351,7 +365,7 @@ void Store::writer_loop() {
     c.outstanding--;
     if (t.nbytes > 0) {
       if (err != 0) {
-        fail_locked(c, "write " + geo_.path + " at offset " + std::to_string(off) + " (" + std::to_string(len) +
+        fail_locked(c, "write " + file.path + " at offset " + std::to_string(off) + " (" + std::to_string(len) +
                            " bytes, seq " + std::to_string(c.seq) + " chunk " + std::to_string(t.chunk_index) +
                            "): " + errno_text(err));
       } else {
@@ -379,6 +393,7 @@ void Store::committer_loop() {
       if (commit_q_.empty()) return;
       c = std::move(commit_q_.front());
       commit_q_.pop_front();
+      if (c->state != State::kCommitting) continue;  // failed while queued, and finished then
       if (latest_ && c->seq < latest_->first) {  // a newer seq committed first
         finish_locked(*c, Outcome::kDropped);
         continue;
@@ -397,35 +412,125 @@ void Store::commit(Checkpoint& c) {
   r.table_crc = encode_table(t, table.data);
   encode_record(r, record.data);
 
-  // Payload and table durable, then the record durable: a crash in between
-  // leaves the previous commit as the newest valid one.
-  std::string what = "write chunk table";
-  uint64_t off = sb_.slot_offset(c.slot);
-  int err = pwrite_all(write_fd_, table.data, table_len, off);
-  if (err == 0 && (what = "fdatasync", err = datasync(write_fd_)) == 0) {
-    what = "write commit record";
-    off = sb_.ring_entry_offset(c.seq);
-    err = pwrite_all(write_fd_, record.data, kBlock, off);
-    if (err == 0 && (what = "fdatasync", err = datasync(write_fd_)) == 0) what.clear();
-  }
+  bool sync_failed = false, installed = false;
+  std::string err = c.grows ? commit_grown(c, table.data, table_len, r, &installed)
+                            : commit_in_place(c, table.data, table_len, record.data, &sync_failed);
 
   std::lock_guard<std::mutex> lk(mu_);
-  if (err != 0) {
-    fail_locked(c, what + " " + geo_.path + " at offset " + std::to_string(off) + " (seq " + std::to_string(c.seq) +
-                       "): " + errno_text(err));
+  if (err.empty()) {
+    bytes_written_ += table_len + kBlock;
+    latest_ = {c.seq, c.step};
+    finish_locked(c, Outcome::kCommitted);
+  } else {
+    fail_locked(c, err);
+    if (sync_failed) fail_in_flight_locked(err);
     finish_if_drained_locked(c);
-    return;
   }
-  bytes_written_ += table_len + kBlock;
-  latest_ = {c.seq, c.step};
-  committed_.emplace_back(c.seq, c.slot);
-  finish_locked(c, Outcome::kCommitted);
-  slots_[c.slot] = SlotState::kCommitted;  // finish_locked freed it: it stays protected
-  while (committed_.size() > geo_.keep) {  // only now is an older slot safe to reuse
-    slots_[committed_.front().second] = SlotState::kFree;
-    committed_.pop_front();
+  // A grown file's first checkpoint is protected once the file is in place,
+  // even while the rename is not known durable: the file holds nothing newer.
+  if (err.empty() || installed) {
+    committed_.push_back(r);
+    slots_[c.slot] = SlotState::kCommitted;
+    while (committed_.size() > geo_.keep) {  // only now is an older slot safe to reuse
+      slots_[committed_.front().slot] = SlotState::kFree;
+      committed_.pop_front();
+    }
   }
   done_cv_.notify_all();
+}
+
+std::string Store::commit_in_place(Checkpoint& c, const uint8_t* table, uint64_t table_len, const uint8_t* record,
+                                   bool* sync_failed) {
+  // Payload and table durable, then the record durable: a crash in between
+  // leaves the previous commit as the newest valid one.
+  const Layout& file = *c.layout;
+  const Fd& w = file.writer();
+  auto failed = [&](const std::string& what, uint64_t off, int err) {
+    return what + " " + file.path + " at offset " + std::to_string(off) + " (seq " + std::to_string(c.seq) +
+           "): " + errno_text(err);
+  };
+  uint64_t off = file.sb.slot_offset(c.slot);
+  if (int err = pwrite_all(w, table, table_len, off)) return failed("write chunk table", off, err);
+  if (int err = w.fs().fdatasync(w.get())) {
+    *sync_failed = true;
+    return failed("fdatasync (payload and chunk table)", off, err);
+  }
+  off = file.sb.ring_entry_offset(c.seq);
+  if (int err = pwrite_all(w, record, kBlock, off)) return failed("write commit record", off, err);
+  if (int err = w.fs().fdatasync(w.get())) {
+    *sync_failed = true;
+    return failed("fdatasync (commit record)", off, err);
+  }
+  return sync_directory();
+}
+
+std::string Store::commit_grown(Checkpoint& c, const uint8_t* table, uint64_t table_len, const CommitRecord& r,
+                                bool* installed) {
+  std::shared_ptr<Layout> old;
+  std::vector<CommitRecord> kept;  // with c, the keep newest
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    old = layout_;
+    kept.assign(committed_.end() - static_cast<std::ptrdiff_t>(c.slot), committed_.end());
+  }
+  const Layout& file = *c.layout;
+  try {
+    // The grown file is invisible to readers until the rename: the order of
+    // its writes does not matter, only that all are durable before it.
+    for (size_t i = 0; i < kept.size(); ++i) kept[i] = copy_checkpoint(*old, file, kept[i], i);
+    uint64_t off = file.sb.slot_offset(c.slot);
+    if (int err = pwrite_all(file.writer(), table, table_len, off))
+      throw WriteError("write chunk table " + file.path + " at offset " + std::to_string(off) + ": " + errno_text(err));
+    AlignedBlock block(kBlock);
+    std::vector<CommitRecord> records = kept;
+    records.push_back(r);
+    for (const CommitRecord& rec : records) {
+      encode_record(rec, block.data);
+      off = file.sb.ring_entry_offset(rec.seq);
+      if (int err = pwrite_all(file.writer(), block.data, kBlock, off))
+        throw WriteError("write commit record " + file.path + " at offset " + std::to_string(off) + ": " +
+                         errno_text(err));
+    }
+    sync_and_rename(file.fd, file.path, geo_.path);
+  } catch (const CoreError& e) {
+    return std::string(e.what()) + " (growing " + geo_.path + "; it is unchanged)";
+  }
+  // Renamed: from here on the grown file is the store's file, whether or
+  // not the rename is durable yet.
+  *installed = true;
+  dir_dirty_ = true;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    c.layout->path = geo_.path;
+    layout_ = c.layout;
+    apply_superblock(layout_->sb, &geo_);
+    if (!layout_->direct.valid()) geo_.durability = Durability::kFdatasync;
+    slots_.assign(layout_->sb.slot_count, SlotState::kFree);
+    committed_.assign(kept.begin(), kept.end());
+    for (const CommitRecord& rec : committed_) slots_[rec.slot] = SlotState::kCommitted;
+    n_grown_++;
+  }
+  return sync_directory();
+}
+
+std::string Store::sync_directory() {
+  if (!dir_dirty_) return "";
+  std::string dir = parent_dir(geo_.path);
+  if (int err = fs_.fsync_dir(dir))
+    return "fsync directory " + dir + " (making the grown " + geo_.path + " durable): " + errno_text(err);
+  dir_dirty_ = false;
+  return "";
+}
+
+void Store::fail_in_flight_locked(const std::string& msg) {
+  std::vector<std::shared_ptr<Checkpoint>> all;
+  for (auto& kv : active_)
+    if (kv.second->issued > 0) all.push_back(kv.second);  // writes not yet issued cannot be lost
+  for (auto& c : all) {
+    fail_locked(*c, msg + "; an fdatasync of the file failed while seq " + std::to_string(c->seq) +
+                        " had unsynced writes, which may be lost");
+    finish_if_drained_locked(*c);
+  }
 }
 
 void Store::fail_locked(Checkpoint& c, const std::string& msg) {
@@ -443,7 +548,11 @@ void Store::finish_if_drained_locked(Checkpoint& c) {
 
 void Store::finish_locked(Checkpoint& c, Outcome o) {
   if (active_.erase(c.seq) == 0) return;
-  slots_[c.slot] = SlotState::kFree;
+  if (c.layout == layout_) slots_[c.slot] = SlotState::kFree;
+  if (c.grows) {
+    growing_ = false;
+    if (c.layout != layout_) fs_.unlink(c.layout->path);  // the grown file never got into place
+  }
   // kPending marks a failure here; wait() turns it into WriteError.
   finished_[c.seq] = {o, o == Outcome::kPending || o == Outcome::kAborted ? c.error : ""};
   while (finished_.size() > kFinishedHistory) finished_.erase(finished_.begin());
@@ -509,6 +618,7 @@ Stats Store::stats() const {
   s.failed = n_failed_;
   s.aborted = n_aborted_;
   s.bytes_written = bytes_written_;
+  s.grown = n_grown_;
   return s;
 }
 
@@ -527,7 +637,7 @@ void Store::close() {
     std::vector<std::shared_ptr<Checkpoint>> all;
     for (auto& kv : active_) all.push_back(kv.second);
     for (auto& c : all) finish_if_drained_locked(*c);
-    done_cv_.wait(lk, [&] { return active_.empty(); });
+    done_cv_.wait(lk, [&] { return active_.empty() && !growing_; });
     stopping_ = true;
   }
   task_cv_.notify_all();
@@ -536,8 +646,7 @@ void Store::close() {
   for (auto& th : writers_) th.join();
   committer_.join();
   pool_->shutdown();
-  direct_.reset();
-  fd_.reset();
+  layout_.reset();
   lock_.unlock();
 }
 

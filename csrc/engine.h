@@ -9,6 +9,13 @@
 // slots older than the `keep` newest. Commits are serialized there, so the
 // committed seq only moves forward: a checkpoint that completes after a
 // newer one has committed is dropped.
+//
+// A payload larger than the slots grows the file (growth.h): begin() waits
+// until nothing is in flight and creates the larger file under a temporary
+// name; that checkpoint is written there, and its commit copies the keep - 1
+// newest checkpoints over (with it, the keep newest), syncs the new file,
+// renames it over the old one and syncs the directory before it reports
+// committed.
 #pragma once
 
 #include <condition_variable>
@@ -24,8 +31,9 @@
 #include <vector>
 
 #include "buffer_pool.h"
-#include "file_io.h"
+#include "file_lock.h"
 #include "format.h"
+#include "store_file.h"
 
 namespace pccheck {
 
@@ -44,6 +52,8 @@ struct StoreOptions {
   uint64_t threads = 0;     // writer threads
   uint64_t memory_budget = 0;  // bytes of staging buffers
   Durability durability = Durability::kAuto;
+  FileSystem* fs = nullptr;  // nullptr: posix_fs()
+  LockOptions lock;
 };
 
 struct Geometry {
@@ -58,6 +68,7 @@ struct Geometry {
 struct Stats {
   uint64_t buffers_total, buffers_free, slots_free, in_flight;
   uint64_t committed, dropped, failed, aborted, bytes_written;
+  uint64_t grown;  // times the file was re-laid out with larger slots
 };
 
 enum class Outcome { kPending, kCommitted, kDropped, kAborted };
@@ -70,10 +81,14 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  const Geometry& geometry() const { return geo_; }
+  Geometry geometry() const;  // changes when the file grows
+  LockMode lock_mode() const { return lock_.mode(); }
   // Reserves a slot and returns the new seq; nullopt when max_async
-  // checkpoints are in flight and block is false. Raises a pending write
-  // error of an earlier checkpoint first (once).
+  // checkpoints are in flight (or, for a payload larger than the slots,
+  // any) and block is false. Raises a pending write error of an earlier
+  // checkpoint first (once). A payload larger than the slots grows the
+  // file; NoSpaceError when the disk cannot hold the grown file (the store
+  // goes on at its old size).
   std::optional<uint64_t> begin(uint64_t step, uint64_t payload_len, bool block);
   // Copies header + segments (the whole payload, in order) into staging
   // buffers and submits them; returns once every byte is copied.
@@ -106,12 +121,15 @@ class Store {
  private:
   enum class State { kWriting, kCommitting, kCommitted, kDropped, kFailed, kAborted };
   struct Checkpoint {
+    std::shared_ptr<Layout> layout;  // the file it is written into
+    bool grows = false;              // layout is the grown file, not yet in place
     uint64_t seq, step, slot, payload_len, n_chunks;
     std::vector<uint32_t> crcs;
     std::vector<uint8_t> submitted;
     uint64_t n_submitted = 0;
     uint64_t outstanding = 0;  // chunk tasks queued or running
-    uint64_t written = 0;
+    uint64_t issued = 0;   // chunk writes started
+    uint64_t written = 0;  // chunk writes done
     State state = State::kWriting;
     std::string error;
   };
@@ -124,19 +142,31 @@ class Store {
   void writer_loop();
   void committer_loop();
   void commit(Checkpoint& c);
+  // The steps of a commit; each returns "" or what failed.
+  std::string commit_in_place(Checkpoint& c, const uint8_t* table, uint64_t table_len, const uint8_t* record,
+                              bool* sync_failed);
+  // Copies the kept checkpoints into the grown file, commits c there and
+  // renames the file into place (the store's file from then on).
+  std::string commit_grown(Checkpoint& c, const uint8_t* table, uint64_t table_len, const CommitRecord& r,
+                           bool* installed);
+  std::string sync_directory();  // "" once a rename into path is durable
   int take_injected_error();
   void fail_locked(Checkpoint& c, const std::string& msg);
+  // A failed fdatasync may have dropped every unsynced write of the file
+  // (Linux marks the pages clean): no checkpoint with writes made so far
+  // can commit any more.
+  void fail_in_flight_locked(const std::string& msg);
   void finish_if_drained_locked(Checkpoint& c);
   void finish_locked(Checkpoint& c, Outcome o);
   uint64_t pick_seq_locked();
   std::shared_ptr<Checkpoint> find_locked(uint64_t seq);
 
-  Geometry geo_;
-  Superblock sb_;
+  FileSystem& fs_;
   FileLock lock_;
-  Fd fd_;      // buffered
-  Fd direct_;  // O_DIRECT, in direct mode
-  int write_fd_ = -1;
+  Geometry geo_;
+  std::shared_ptr<Layout> layout_;  // the file under geo_.path
+  bool growing_ = false;  // a grown file is being created or its first checkpoint is in flight
+  bool dir_dirty_ = false;  // committer only: a rename into geo_.path may not be durable yet
   std::shared_ptr<BufferPool> pool_;
 
   mutable std::mutex mu_;
@@ -149,11 +179,11 @@ class Store {
   std::map<uint64_t, std::pair<Outcome, std::string>> finished_;  // recent outcomes; failed: error text
   std::vector<SlotState> slots_;
   std::vector<uint8_t> buffer_submitted_;
-  std::deque<std::pair<uint64_t, uint64_t>> committed_;  // kept (seq, slot), oldest first
+  std::deque<CommitRecord> committed_;  // kept, oldest first
   std::optional<std::pair<uint64_t, uint64_t>> latest_;
   std::optional<std::pair<uint64_t, std::string>> sticky_;  // unreported write error (seq, text)
   uint64_t next_seq_ = 1;
-  uint64_t n_committed_ = 0, n_dropped_ = 0, n_failed_ = 0, n_aborted_ = 0, bytes_written_ = 0;
+  uint64_t n_committed_ = 0, n_dropped_ = 0, n_failed_ = 0, n_aborted_ = 0, bytes_written_ = 0, n_grown_ = 0;
   bool inject_armed_ = false;
   uint64_t inject_after_ = 0;
   int inject_errno_ = 0;

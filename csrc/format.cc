@@ -52,6 +52,15 @@ Superblock make_geometry(uint64_t slot_size, uint64_t slot_count, uint64_t chunk
   return sb;
 }
 
+Superblock grown_geometry(const Superblock& old, uint64_t slot_size, uint64_t chunk_size, uint64_t created_ns) {
+  Superblock sb = make_geometry(slot_size, old.slot_count, chunk_size, old.keep, old.max_async, created_ns);
+  if (sb.table_bytes < old.table_bytes) sb.table_bytes = old.table_bytes;
+  sb.ring_entries = old.ring_entries;  // copied records keep their ring positions
+  sb.slots_offset = sb.ring_offset + sb.ring_entries * kBlock;
+  sb.file_size = sb.slots_offset + sb.slot_count * sb.slot_stride();
+  return sb;
+}
+
 void encode_superblock(const Superblock& sb, uint8_t* b) {
   std::memset(b, 0, kBlock);
   std::memcpy(b, kSuperMagic, 8);

@@ -19,6 +19,8 @@ constexpr uint64_t kTableHeader = 48;       // table bytes before the chunk CRCs
 constexpr uint64_t kMaxSlots = 1ull << 16;
 constexpr uint64_t kMaxRingEntries = 1ull << 17;
 constexpr uint64_t kMaxTableBytes = 1ull << 30;
+// Largest payload a store accepts (1 TiB): a grown file's size cannot overflow.
+constexpr uint64_t kMaxPayloadLen = 1ull << 40;
 
 inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 // Overflow-free for any v and a > 0 (fields may come from a hostile file).
@@ -48,6 +50,10 @@ struct Superblock {
 // in chunks of `chunk_size`.
 Superblock make_geometry(uint64_t slot_size, uint64_t slot_count, uint64_t chunk_size, uint64_t keep,
                          uint64_t max_async, uint64_t created_ns);
+// Geometry of the file a store grows into: the same slot count and ring,
+// slots of slot_size, chunk tables large enough for both the old tables
+// (copied over) and full slots in chunks of chunk_size.
+Superblock grown_geometry(const Superblock& old, uint64_t slot_size, uint64_t chunk_size, uint64_t created_ns);
 // Encodes into a zero-filled kBlock buffer.
 void encode_superblock(const Superblock& sb, uint8_t* block);
 // Checks magic, version, CRC and geometry bounds (against the actual

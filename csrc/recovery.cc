@@ -1,7 +1,6 @@
 #include "recovery.h"
 
 #include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -23,7 +22,7 @@ constexpr uint64_t kMaxSeq = 1ull << 62;    // larger seqs are bit flips; never 
 
 // Decodes ring entry `index` from its block and, if the record itself
 // verifies, checks it against the geometry and its chunk table.
-RingEntry load_entry(int fd, const std::string& path, const Superblock& sb, uint64_t index, const uint8_t* block,
+RingEntry load_entry(const Fd& fd, const std::string& path, const Superblock& sb, uint64_t index, const uint8_t* block,
                      ChunkTable* table) {
   RingEntry e;
   e.index = index;
@@ -53,8 +52,8 @@ RingEntry load_entry(int fd, const std::string& path, const Superblock& sb, uint
 
 // Reads every chunk of a valid record (into out when given) and checks its
 // CRC. Returns "" or the lowest failing chunk's reason.
-std::string verify_chunks(int fd, const std::string& path, const Superblock& sb, const CommitRecord& r,
-                          const ChunkTable& t, uint8_t* out, unsigned threads, int direct_fd = -1) {
+std::string verify_chunks(const Fd& fd, const std::string& path, const Superblock& sb, const CommitRecord& r,
+                          const ChunkTable& t, uint8_t* out, unsigned threads, const Fd* direct = nullptr) {
   const uint64_t base = sb.payload_offset(r.slot);
   if (threads == 0) threads = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
   threads = static_cast<unsigned>(std::min<uint64_t>(threads, r.n_chunks));
@@ -74,9 +73,10 @@ std::string verify_chunks(int fd, const std::string& path, const Superblock& sb,
           uint8_t* dst = out ? out + off + done : scratch.data();
           // O_DIRECT where the block alignment allows: the disk fills `out` without a page-cache copy
           // (measured 0.9 s against 0.6 s per GiB cold on the dev VM, docs/performance.md).
-          bool direct = direct_fd >= 0 && out && (reinterpret_cast<uintptr_t>(dst) % kBlock) == 0 &&
-                        piece % kBlock == 0 && (base + off + done) % kBlock == 0;
-          if (!direct || ::pread(direct_fd, dst, piece, static_cast<off_t>(base + off + done)) != static_cast<ssize_t>(piece))
+          bool aligned = direct && out && (reinterpret_cast<uintptr_t>(dst) % kBlock) == 0 && piece % kBlock == 0 &&
+                         (base + off + done) % kBlock == 0;
+          uint64_t got = 0;
+          if (!aligned || direct->fs().pread(direct->get(), dst, piece, base + off + done, &got) != 0 || got != piece)
             pread_all(fd, dst, piece, base + off + done, path);  // buffered (also the fallback of a failed direct read)
           crc = crc32c(dst, piece, crc);
           done += piece;
@@ -101,17 +101,16 @@ std::string verify_chunks(int fd, const std::string& path, const Superblock& sb,
   return b == UINT64_MAX ? "" : "chunk " + std::to_string(b) + " checksum mismatch";
 }
 
-Fd open_readonly(const std::string& path) {
-  try {
-    return open_file(path, O_RDONLY);
-  } catch (const CoreError& e) {
-    throw FormatError(e.what());
-  }
+Fd open_readonly(FileSystem& fs, const std::string& path, bool durable) {
+  Fd fd;
+  if (int err = try_open(fs, path, O_RDONLY, &fd)) throw FormatError("open " + path + ": " + errno_text(err));
+  if (durable) make_durable(fd, path);
+  return fd;
 }
 
 }  // namespace
 
-Superblock read_superblock(int fd, const std::string& path) {
+Superblock read_superblock(const Fd& fd, const std::string& path) {
   uint64_t size = file_size(fd, path);
   if (size < kBlock) throw FormatError(path + ": not a pccheck file (" + std::to_string(size) + " bytes)");
   std::vector<uint8_t> block(kBlock);
@@ -122,7 +121,7 @@ Superblock read_superblock(int fd, const std::string& path) {
   return sb;
 }
 
-ScanResult scan_fd(int fd, const std::string& path, const Superblock& sb, bool verify) {
+ScanResult scan_fd(const Fd& fd, const std::string& path, const Superblock& sb, bool verify) {
   ScanResult res;
   res.sb = sb;
   std::vector<uint8_t> ring(kRingBatch * kBlock);
@@ -159,16 +158,16 @@ ScanResult scan_fd(int fd, const std::string& path, const Superblock& sb, bool v
   return res;
 }
 
-ScanResult scan_file(const std::string& path, bool verify) {
-  Fd fd = open_readonly(path);
-  Superblock sb = read_superblock(fd.get(), path);
-  return scan_fd(fd.get(), path, sb, verify);
+ScanResult scan_file(const std::string& path, bool verify, bool durable, FileSystem& fs) {
+  Fd fd = open_readonly(fs, path, durable);
+  Superblock sb = read_superblock(fd, path);
+  return scan_fd(fd, path, sb, verify);
 }
 
 namespace {
 
 // Loads and checks the record of seq and its chunk table.
-CommitRecord find_record(int fd, const std::string& path, const Superblock& sb, uint64_t seq, ChunkTable* table) {
+CommitRecord find_record(const Fd& fd, const std::string& path, const Superblock& sb, uint64_t seq, ChunkTable* table) {
   std::vector<uint8_t> block(kBlock);
   uint64_t index = seq % sb.ring_entries;
   pread_all(fd, block.data(), kBlock, sb.ring_offset + index * kBlock, path);
@@ -180,25 +179,26 @@ CommitRecord find_record(int fd, const std::string& path, const Superblock& sb, 
 
 }  // namespace
 
-uint64_t payload_length(const std::string& path, uint64_t seq) {
-  Fd fd = open_readonly(path);
-  Superblock sb = read_superblock(fd.get(), path);
+uint64_t payload_length(const std::string& path, uint64_t seq, FileSystem& fs) {
+  Fd fd = open_readonly(fs, path, false);
+  Superblock sb = read_superblock(fd, path);
   ChunkTable table;
-  return find_record(fd.get(), path, sb, seq, &table).payload_len;
+  return find_record(fd, path, sb, seq, &table).payload_len;
 }
 
-void read_payload(const std::string& path, uint64_t seq, void* out, uint64_t out_len, unsigned threads) {
-  Fd fd = open_readonly(path);
-  Superblock sb = read_superblock(fd.get(), path);
+void read_payload(const std::string& path, uint64_t seq, void* out, uint64_t out_len, unsigned threads, bool durable,
+                  FileSystem& fs) {
+  Fd fd = open_readonly(fs, path, durable);
+  Superblock sb = read_superblock(fd, path);
   ChunkTable table;
-  CommitRecord r = find_record(fd.get(), path, sb, seq, &table);
+  CommitRecord r = find_record(fd, path, sb, seq, &table);
   if (out_len != r.payload_len)
     throw std::invalid_argument("output buffer holds " + std::to_string(out_len) + " bytes, seq " +
                                 std::to_string(seq) + " has " + std::to_string(r.payload_len));
-  int raw = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);  // optional: -1 reads buffered
-  Fd direct(raw >= 0 ? raw : -1);
-  std::string why = verify_chunks(fd.get(), path, sb, r, table, static_cast<uint8_t*>(out), threads,
-                                  direct.valid() ? direct.get() : -1);
+  Fd direct;  // optional: without it every read is buffered
+  bool has_direct = try_open(fs, path, O_RDONLY | O_DIRECT, &direct) == 0;
+  std::string why = verify_chunks(fd, path, sb, r, table, static_cast<uint8_t*>(out), threads,
+                                  has_direct ? &direct : nullptr);
   if (!why.empty()) throw CorruptError(path + ": seq " + std::to_string(seq) + ": " + why);
 }
 

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "file_io.h"
 #include "format.h"
 
 namespace pccheck {
@@ -31,17 +32,20 @@ struct ScanResult {
 };
 
 // Reads and checks the superblock; FormatError when it does not verify.
-Superblock read_superblock(int fd, const std::string& path);
+Superblock read_superblock(const Fd& fd, const std::string& path);
 // Scans an open file. verify also checks every payload chunk of valid records.
-ScanResult scan_fd(int fd, const std::string& path, const Superblock& sb, bool verify);
-ScanResult scan_file(const std::string& path, bool verify);
+ScanResult scan_fd(const Fd& fd, const std::string& path, const Superblock& sb, bool verify);
+// durable: make_durable(path) first, so what the scan reports survives a
+// power loss even if the process that wrote it crashed before its syncs.
+ScanResult scan_file(const std::string& path, bool verify, bool durable = false, FileSystem& fs = posix_fs());
 
 // Reads the payload of seq into out (exactly payload_len bytes), verifying
 // every chunk with `threads` readers (0: automatic). CorruptError names
 // the record or the chunk that fails; std::invalid_argument for a wrong
-// out_len.
-void read_payload(const std::string& path, uint64_t seq, void* out, uint64_t out_len, unsigned threads = 0);
+// out_len. durable: as for scan_file.
+void read_payload(const std::string& path, uint64_t seq, void* out, uint64_t out_len, unsigned threads = 0,
+                  bool durable = false, FileSystem& fs = posix_fs());
 // payload_len of a valid record for seq (CorruptError if none).
-uint64_t payload_length(const std::string& path, uint64_t seq);
+uint64_t payload_length(const std::string& path, uint64_t seq, FileSystem& fs = posix_fs());
 
 }  // namespace pccheck

@@ -13,20 +13,23 @@
 # Installs what it needs with apt-get when run as root (or with sudo) on Debian 12: g++, clang,
 # cmake, make, g++-aarch64-linux-gnu, qemu-user-static (python3-dev/-venv only if needed).
 # Environment: CRASH_ITERS (kill -9 iterations of the crash test under sanitizers/qemu, default 10;
-# the plain g++/clang runs use twice as many), PCCHECK_VENV (venv with pybind11, default .venv;
-# without one, pybind11 is pip-installed into build/check-core/pyvenv).
+# the plain g++/clang runs use twice as many), POWERLOSS_ITERS (simulated power losses of the
+# power-loss tests in the g++ run, default 10000; clang runs a fifth, ASan+UBSan a tenth, qemu a
+# twentieth, TSan a fiftieth), PCCHECK_VENV (venv with pybind11, default .venv; without one, pybind11
+# is pip-installed into build/check-core/pyvenv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 part=${1:-all}
 case "$part" in
   warnings | sanitizers | aarch64 | portable | all) ;;
-  -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "usage: $0 [warnings|sanitizers|aarch64|portable|all]" >&2; exit 2 ;;
 esac
 iters=${CRASH_ITERS:-10}
+power=${POWERLOSS_ITERS:-10000}
 # Each step sets its own compiler/sanitizer/expected CRC path; none leaks in from the caller.
-unset CXX SANITIZE CROSS FILTER PCCHECK_EXPECT_CRC32C
+unset CXX SANITIZE CROSS FILTER PCCHECK_EXPECT_CRC32C POWERLOSS_ITERS
 work=$root/build/check-core
 mkdir -p "$work"
 
@@ -137,7 +140,7 @@ run_aarch64() {  # run_aarch64 build-dir [env...]
   local dir=$1 log=$work/$(basename "$1").log
   shift
   rm -rf "$dir"
-  env CROSS=aarch64 CRASH_ITERS="$iters" PCCHECK_EXPECT_CRC32C=armv8-crc "$@" \
+  env CROSS=aarch64 CRASH_ITERS="$iters" POWERLOSS_ITERS=$((power / 20)) PCCHECK_EXPECT_CRC32C=armv8-crc "$@" \
     "$root/tests/cpp/run.sh" "$dir" 2>&1 | tee "$log"
   # The binary really is aarch64, and it ran on the armv8 CRC path with the portable path tested too.
   readelf -h "$dir/pccheck_tests" | grep -q 'Machine:.*AArch64' || { echo "check-core: $dir/pccheck_tests is not an aarch64 binary" >&2; return 1; }
@@ -188,13 +191,17 @@ if [[ $part == portable || $part == aarch64 || $part == all ]]; then
   step "portable: no -march=native / x86-only flags" portable_flags
 fi
 if [[ $part == warnings || $part == all ]]; then
-  step "warnings: g++ -Werror build + run" run_tests "$root/build/cpp-tests-gcc" CXX=g++ CRASH_ITERS=$((2 * iters))
-  step "warnings: clang -Werror build + run" run_tests "$root/build/cpp-tests-clang" CXX="$(clangxx)" CRASH_ITERS=$((2 * iters))
+  step "warnings: g++ -Werror build + run" run_tests "$root/build/cpp-tests-gcc" CXX=g++ CRASH_ITERS=$((2 * iters)) \
+    POWERLOSS_ITERS="$power"
+  step "warnings: clang -Werror build + run" run_tests "$root/build/cpp-tests-clang" CXX="$(clangxx)" \
+    CRASH_ITERS=$((2 * iters)) POWERLOSS_ITERS=$((power / 5))
   step "warnings: bindings.cc -Werror (g++, clang)" bindings_werror
 fi
 if [[ $part == sanitizers || $part == all ]]; then
-  step "sanitizers: ASan+UBSan build + run" run_tests "$root/build/cpp-tests-address-undefined" SANITIZE=address,undefined CXX=g++ CRASH_ITERS="$iters"
-  step "sanitizers: TSan build + run" run_tests "$root/build/cpp-tests-thread" SANITIZE=thread CXX=g++ CRASH_ITERS="$iters"
+  step "sanitizers: ASan+UBSan build + run" run_tests "$root/build/cpp-tests-address-undefined" SANITIZE=address,undefined CXX=g++ CRASH_ITERS="$iters" \
+    POWERLOSS_ITERS=$((power / 10))
+  step "sanitizers: TSan build + run" run_tests "$root/build/cpp-tests-thread" SANITIZE=thread CXX=g++ CRASH_ITERS="$iters" \
+    POWERLOSS_ITERS=$((power / 50))
 fi
 if [[ $part == aarch64 || $part == all ]]; then
   step "aarch64: g++ cross build + qemu run" run_aarch64 "$root/build/cpp-tests-aarch64"

@@ -134,10 +134,11 @@ def test_write_error_surfaces_and_last_commit_stays(tmp_path):
     assert load_checkpoint(tmp_path, step=1).step == 1
 
 
-def test_existing_file_too_small_for_the_state_is_kept(tmp_path):
+def test_existing_file_too_small_for_the_state_is_adopted_and_grown(tmp_path):
     with Checkpointer(tmp_path) as ck:
         ck.save(1, {"w": torch.zeros(10)}).wait()
-    with pytest.raises(CheckpointError, match=str(tmp_path)):
-        with Checkpointer(tmp_path) as ck:
-            ck.prepare({"w": torch.zeros(2_000_000)})
-    assert torch.equal(pccheck.load(tmp_path)["w"], torch.zeros(10))
+    with Checkpointer(tmp_path) as ck:
+        ck.prepare({"w": torch.zeros(2_000_000)})
+        assert torch.equal(pccheck.load(tmp_path)["w"], torch.zeros(10))
+        assert ck.save(2, {"w": torch.ones(2_000_000)}).wait()
+    assert torch.equal(pccheck.load(tmp_path)["w"], torch.ones(2_000_000))

@@ -94,8 +94,8 @@ def test_commit_reopen_and_geometry(tmp_path):
         assert seq2 > seq
     with make_store(path, max_async=3) as s:  # other slot count: the file's geometry wins
         assert s.geometry["adopted"] and s.geometry["slot_count"] == 4
-    with pytest.raises(core.FormatError):
-        make_store(path, slot_size=1024 * KIB)
+    with make_store(path, slot_size=1024 * KIB) as s:  # smaller slots than asked for: adopted, grown on demand
+        assert s.geometry["slot_size"] == 256 * KIB
     with pytest.raises(ValueError):
         make_store(tmp_path / "x", chunk_size=1000)
 

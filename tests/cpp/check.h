@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <sstream>
 #include <stdexcept>
@@ -34,6 +35,14 @@ struct Register {
 inline uint64_t& crash_iterations() {
   static uint64_t n = 20;
   return n;
+}
+
+// Simulated power losses of the power-loss tests: $POWERLOSS_ITERS, default
+// 10000 (run.sh documents it; check-core scales it down under sanitizers
+// and qemu).
+inline uint64_t powerloss_iterations() {
+  const char* v = std::getenv("POWERLOSS_ITERS");
+  return v && *v ? std::strtoull(v, nullptr, 10) : 10000;
 }
 
 }  // namespace pctest

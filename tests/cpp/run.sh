@@ -8,6 +8,10 @@
 #                                         CXX=clang++, clang --target=aarch64-linux-gnu) and run under
 #                                         qemu-aarch64-static -L /usr/aarch64-linux-gnu
 #   CRASH_ITERS=N                         kill -9 iterations of the crash test (default 20)
+#   POWERLOSS_ITERS=N                     simulated power losses of test_powerloss.cc (default 10000: four
+#                                         fifths with one store, one fifth multi-rank) and N/10 rounds of
+#                                         test_fault_errors.cc; e.g. 100000 for a slow run.
+#                                         POWERLOSS_SEED=S repeats a run's random draws
 #   FILTER=substring                      run only the tests whose name contains it
 #   PCCHECK_EXPECT_CRC32C=armv8-crc|sse4.2|portable   fail unless crc32c() uses that path
 set -euo pipefail

@@ -75,15 +75,15 @@ TEST(hostile_files_never_crash) {
   auto seqs = two_commits(path);
   std::vector<uint8_t> orig;
   {
-    Fd fd = open_file(path, O_RDONLY);
-    orig.resize(file_size(fd.get(), path));
-    pread_all(fd.get(), orig.data(), orig.size(), 0, path);
+    Fd fd = open_file(posix_fs(), path, O_RDONLY);
+    orig.resize(file_size(fd, path));
+    pread_all(fd, orig.data(), orig.size(), 0, path);
   }
   std::mt19937_64 rng(42);
   std::string mut = d.file("mut");
   auto write_file = [&](const std::vector<uint8_t>& bytes) {
-    Fd fd = open_file(mut, O_RDWR | O_CREAT | O_TRUNC);
-    CHECK(pwrite_all(fd.get(), bytes.data(), bytes.size(), 0) == 0);
+    Fd fd = open_file(posix_fs(), mut, O_RDWR | O_CREAT | O_TRUNC);
+    CHECK(pwrite_all(fd, bytes.data(), bytes.size(), 0) == 0);
   };
   auto probe = [&] {
     try {

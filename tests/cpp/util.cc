@@ -27,22 +27,20 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-namespace {
-uint64_t mix(uint64_t x) {  // splitmix64
+uint64_t mix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
 }
-}  // namespace
 
-uint64_t payload_size(uint64_t step, uint64_t max_size) { return 1 + mix(step) % max_size; }
+uint64_t payload_size(uint64_t step, uint64_t max_size) { return 1 + mix64(step) % max_size; }
 
 std::vector<uint8_t> payload_for(uint64_t step, uint64_t size) {
   std::vector<uint8_t> v(size);
-  uint64_t state = mix(step ^ 0xABCDEF);
+  uint64_t state = mix64(step ^ 0xABCDEF);
   for (uint64_t i = 0; i < size; i += 8) {
-    state = mix(state);
+    state = mix64(state);
     for (uint64_t k = 0; k < 8 && i + k < size; ++k) v[i + k] = static_cast<uint8_t>(state >> (8 * k));
   }
   return v;
@@ -74,11 +72,11 @@ std::vector<uint8_t> read_back(const std::string& path, uint64_t seq) {
 }
 
 void flip_byte(const std::string& path, uint64_t offset) {
-  pccheck::Fd fd = pccheck::open_file(path, O_RDWR);
+  pccheck::Fd fd = pccheck::open_file(pccheck::posix_fs(), path, O_RDWR);
   uint8_t b = 0;
-  pccheck::pread_all(fd.get(), &b, 1, offset, path);
+  pccheck::pread_all(fd, &b, 1, offset, path);
   b ^= 0x5A;
-  CHECK(pccheck::pwrite_all(fd.get(), &b, 1, offset) == 0);
+  CHECK(pccheck::pwrite_all(fd, &b, 1, offset) == 0);
 }
 
 }  // namespace pctest

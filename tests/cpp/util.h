@@ -20,6 +20,7 @@ class TempDir {
   std::string path_;
 };
 
+uint64_t mix64(uint64_t x);  // splitmix64: a deterministic hash
 // Payload of a given step: its length and bytes depend on the step only.
 uint64_t payload_size(uint64_t step, uint64_t max_size);
 std::vector<uint8_t> payload_for(uint64_t step, uint64_t size);
