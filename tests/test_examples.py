@@ -42,7 +42,7 @@ def run_to_end(cmd: list[str], d: Path, out: Path) -> bytes:
 
 
 def test_plain_loop_stops_on_usr2_and_resumes_bit_exact(tmp_path):
-    cmd = [sys.executable, str(ROOT / "examples" / "plain_loop.py"), "--steps", "600", "--save-every", "50"]
+    cmd = [sys.executable, str(ROOT / "examples" / "plain_loop.py"), "--steps", "3000", "--save-every", "50"]
     proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "a.json")], cwd=tmp_path, env=env(tmp_path),
                             stderr=subprocess.PIPE, text=True)
     step_reached(tmp_path, 120)

@@ -10,7 +10,6 @@ docs/format.md), closing and reopening its store around that when it is open.
 from __future__ import annotations
 
 import atexit
-import fcntl
 import logging
 import os
 import threading
@@ -79,13 +78,13 @@ def stale_records(path: Path, named: set[int]) -> list[tuple[int, int, int]]:
 
 
 def retire(path: Path, stale: list[tuple[int, int, int]]) -> None:
-    """Zeroes the ring entries of `stale` records, under the core's lock (no writer runs beside it)."""
-    lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    """Zeroes the ring entries of `stale` records, under the core's lock (no writer runs beside it; a lease
+    where the file system has no flock)."""
     try:
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CheckpointError(f"{path} is in use by another process") from None
+        lock = _core.FileLock(f"{path}.lock", str(path))
+    except _core.CoreError as exc:  # held by another process: the message names it
+        raise CheckpointError(str(exc)) from None
+    with lock:
         ring_offset = int(_core.scan(str(path), False)["geometry"]["ring_offset"])
         fd = os.open(path, os.O_RDWR)
         try:
@@ -94,8 +93,6 @@ def retire(path: Path, stale: list[tuple[int, int, int]]) -> None:
             os.fdatasync(fd)
         finally:
             os.close(fd)
-    finally:
-        os.close(lock_fd)
 
 
 def rank_store(path: Path, named: set[int], **knobs: Any) -> Checkpointer:
