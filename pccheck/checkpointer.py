@@ -85,6 +85,7 @@ class Checkpointer:
         self.last_saved_step: Optional[int] = None
         self._timed: list[tuple[PendingCheckpoint, float]] = []  # saves in flight and when they began
         self._durable_seconds: Optional[float] = None
+        self._scanned: Optional[tuple[Optional[int]]] = None  # last_committed_step before the store is open
 
     # -- writing ---------------------------------------------------------------------------------
     def prepare(self, state: Mapping[str, Any]) -> None:
@@ -181,8 +182,11 @@ class Checkpointer:
         if self._store is not None:
             latest = self._store.latest()
             return None if latest is None else latest[1]
-        found = self._scan()
-        return None if found is None or found.get("latest") is None else _record(found, found["latest"])["step"]
+        if self._scanned is None:  # once: until this process opens its store, the file is an earlier run's
+            found = self._scan()
+            self._scanned = (None if found is None or found.get("latest") is None
+                             else _record(found, found["latest"])["step"],)
+        return self._scanned[0]
 
     def close(self) -> None:
         if self._store is not None:

@@ -137,7 +137,7 @@ class StopRequest:
         ignore_stop_signals()
 
     def _report(self, state: str, step: int, committed: Optional[int] = None, force: bool = False) -> None:
-        if self.status.path is None:
+        if not self.status.due(force):  # rate-limited: nothing below runs on every step
             return
         if committed is None and self.checkpointer is not None:
             committed = self.checkpointer.last_committed_step()

@@ -15,11 +15,12 @@ class StatusFile:
         self.interval_s = interval_s
         self._last = 0.0
 
+    def due(self, force: bool = False) -> bool:
+        """Whether an update now would be written (a path, and forced or the interval passed)."""
+        return self.path is not None and (force or time.monotonic() - self._last >= self.interval_s)
+
     def update(self, force: bool = False, **fields: Any) -> None:
-        if self.path is None:
+        if not self.due(force):
             return
-        now = time.monotonic()
-        if not force and now - self._last < self.interval_s:
-            return
-        self._last = now
+        self._last = time.monotonic()
         write_atomic(self.path, json.dumps({**fields, "time": time.time()}).encode(), durable=False)

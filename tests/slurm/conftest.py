@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pccheck.launcher import slurm as slurm_util
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "local-slurm.sh"
+sys.path.insert(0, str(ROOT / "tests"))  # the helpers shared with tests/ (trainer_helpers, multirank_helpers)
 
 
 def _require() -> bool:

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from slurm_helpers import ROOT, events, following, job_field, submit, succeeded, wait_for
+from trainer_helpers import run_script, steps_lasting
 
 pytestmark = pytest.mark.slurm
 
@@ -17,14 +18,6 @@ CONTRACT = str(ROOT / "tests" / "contract_script.py")
 FAKE = str(ROOT / "tests" / "fake_command.py")
 PLAIN = str(ROOT / "examples" / "plain_loop.py")
 DDP = str(ROOT / "examples" / "ddp_torchrun.py")
-
-
-def uninterrupted(cmd: list[str], cwd, out) -> bytes:
-    """The bytes `cmd --out OUT` writes when nothing interrupts it (a checkpoint directory of its own)."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    subprocess.run([*cmd, "--out", str(out)], cwd=cwd, check=True, timeout=900, capture_output=True,
-                   env={**__import__("os").environ, "PCCHECK_CHECKPOINT_DIR": str(cwd / "ck"), "OMP_NUM_THREADS": "1"})
-    return out.read_bytes()
 
 
 def started_training(run, n: int) -> None:
@@ -50,32 +43,33 @@ def test_contract_only_script_survives_scontrol_requeue(slurm_cluster, tmp_path)
     assert {e["job_id"] for e in ev if e["event"] == "start"} == {job_id}
     stop = [e for e in ev if e["event"] == "stop"][0]
     assert stop["kind"] == "preemption" and stop["exit_code"] == 75 and stop["signal"] == "SIGTERM"
-    assert out.read_bytes() == uninterrupted(cmd, tmp_path / "ref", tmp_path / "ref.json")
+    assert out.read_bytes() == run_script(cmd, tmp_path / "ref", tmp_path / "ref.json")
 
 
 @pytest.mark.parametrize("name, cmd, tasks", [
-    ("plain", [sys.executable, PLAIN, "--steps", "3000", "--width", "1024"], []),
-    ("ddp", ["torchrun", "--standalone", "--nproc-per-node", "2", DDP, "--steps", "2500", "--width", "512"],
+    ("plain", [sys.executable, PLAIN], []),
+    ("ddp", [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", DDP, "--width", "512"],
      ["--ntasks-per-node", "1"]),
 ])
 def test_examples_survive_walltime_and_preemption(slurm_cluster, tmp_path, name, cmd, tasks):
-    """A 1-minute limit with a 45 s deadline margin ends each start ~15 s in (a time-limit requeue), and a
-    `scancel --signal=TERM` preempts one start: the example finishes with the bytes of an uninterrupted run."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", *cmd[1:]] if cmd[0] == "torchrun" else cmd
+    """A 3-minute limit with a 165 s deadline margin ends each start ~15 s in (time-limit requeues, by the job's
+    own end-time check), and a `scancel --signal=TERM` early in the first start is a preemption (it comes far
+    before the end): the example finishes with the bytes of an uninterrupted run, the job id unchanged."""
+    cmd = [*cmd, "--steps", str(steps_lasting(30, cmd, tmp_path / "probe"))]
     out = tmp_path / "out.json"
     run = tmp_path / "runs" / name
-    with following(["--executor", "slurm", "--name", name, "--wait", "--time", "1", "--signal-lead", "15",
-                    "--deadline-margin", "45", *tasks, "--", *cmd, "--out", str(out)],
+    with following(["--executor", "slurm", "--name", name, "--wait", "--time", "3", "--signal-lead", "15",
+                    "--deadline-margin", "165", *tasks, "--", *cmd, "--out", str(out)],
                    cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}) as follower:
         started_training(run, 0)
-        time.sleep(3)
+        time.sleep(1)
         subprocess.run(["scancel", "--signal=TERM", events(run)[-1]["job_id"]], check=True)
         succeeded(follower, timeout=900)
     ev = events(run)
     kinds = [e["kind"] for e in ev if e["event"] == "stop"]
     assert kinds[0] == "preemption" and "timeout" in kinds, kinds
     assert len({e["job_id"] for e in ev if e["event"] == "start"}) == 1
-    assert out.read_bytes() == uninterrupted(cmd, tmp_path / "ref", tmp_path / "ref.json")
+    assert out.read_bytes() == run_script(cmd, tmp_path / "ref", tmp_path / "ref.json")
 
 
 def test_a_command_that_ignores_the_request_is_killed_and_requeued(slurm_cluster, tmp_path):

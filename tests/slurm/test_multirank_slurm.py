@@ -3,16 +3,11 @@ ranks at the same step, the job is requeued once per stop (same job id), resumes
 ends with a loss file byte-identical to an uninterrupted 2-rank run."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from multirank_helpers import start, stderr, wait_all
 from slurm_helpers import TINY, events, job_field, submit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from multirank_helpers import start, stderr, wait_all  # noqa: E402
-
-from pccheck.dcp.sets import newest, scan_directory  # noqa: E402
+from pccheck.dcp.sets import newest, scan_directory
 
 pytestmark = pytest.mark.slurm
 
