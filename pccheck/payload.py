@@ -29,6 +29,8 @@ DTYPES: dict[torch.dtype, str] = {
     torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
 }
 _BY_NAME = {v: k for k, v in DTYPES.items()}
+_SCALARS = frozenset((int, float, str, bool, type(None)))  # exact types that are JSON values as they are
+_EXACT = _SCALARS - {float}  # and need no check (a float may be non-finite)
 _MARKERS = ("__tensor__", "__ndarray__", "__tuple__", "__dict__", "__float__", "__dtype__", "__device__")
 
 
@@ -49,6 +51,11 @@ def encode(state: Mapping[str, Any]) -> Encoded:
     tensors: dict[str, torch.Tensor] = {}
 
     def enc(value: Any, path: str) -> Any:
+        kind = type(value)
+        if kind in _SCALARS:  # most leaves: checked first, since every save of every step pays for this walk
+            return value if kind is not float or math.isfinite(value) else {"__float__": repr(value)}
+        if kind is list and all(type(v) in _EXACT for v in value):  # e.g. python's RNG state, 625 ints
+            return value
         if isinstance(value, torch.Tensor):
             return {"__tensor__": _add(tensors, path, value)}
         if isinstance(value, np.ndarray):
