@@ -91,6 +91,7 @@ class Checkpointer:
         self._durable_seconds: Optional[float] = None
         self._save_seconds: Optional[float] = None  # the newest save() call, until before_update adds its wait
         self._blocked_seconds: Optional[float] = None
+        self._copy_error: Optional[str] = None  # a failed snapshot copy, until wait() reports it
         self._last_save_at: Optional[float] = None
         self.counts = {"saved": 0, "waited": 0, "skipped": 0}  # saves that found max_async in flight: waited or skipped
 
@@ -185,8 +186,7 @@ class Checkpointer:
     def before_update(self) -> None:
         """Returns once the newest snapshots no longer read the live tensors (CPU: the copy is done)."""
         t0 = time.monotonic()
-        if self._host is not None:
-            self._host.before_update()
+        self._host_copied()
         if self._staged is not None:
             self._staged.before_update()
         if self._save_seconds is not None:
@@ -198,14 +198,20 @@ class Checkpointer:
         after it (None before the first)."""
         return self._blocked_seconds
 
+    def _host_copied(self) -> None:
+        """Waits for the snapshot copies of CPU tensors; keeps the first failure for wait() to report."""
+        if self._host is not None:
+            error = self._host.before_update()
+            if error is not None and self._copy_error is None:
+                self._copy_error = error
+
     def wait(self) -> None:
         if self._store is None:
             return
-        if self._host is not None:
-            self._host.before_update()
-            if self._host.error is not None:
-                error, self._host.error = self._host.error, None
-                raise CheckpointError(error)
+        self._host_copied()
+        if self._copy_error is not None:
+            error, self._copy_error = self._copy_error, None
+            raise CheckpointError(error)
         if self._staged is not None:
             self._staged.drain()
         try:
@@ -238,8 +244,6 @@ class Checkpointer:
             try:
                 self.wait()
             finally:
-                if self._host is not None:
-                    self._host.close()
                 if self._staged is not None:
                     self._staged.close()
                 self._host = self._staged = None

@@ -1,49 +1,22 @@
 """The CPU snapshot runs beside the next step: save() returns before the copy, before_update() waits for it,
-and a state changed right after before_update() is checkpointed with its values from save()."""
+and a state changed right after before_update() is checkpointed with its values from save().
+
+A copy is held in flight by taking every staging buffer from the pool: the core's copy thread waits for a
+free one until the test gives them back."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from typing import Iterator
 
 import pytest
 import torch
 
 import pccheck
-from pccheck import checkpointer as checkpointer_module
+from pccheck import payload
 from pccheck.checkpointer import Checkpointer
 from pccheck.errors import CheckpointError
-from pccheck.hostcopy import HostCopier
-
-
-class _GatedStore:
-    """A store whose write_host waits for `gate` (and then fails, with `fail`): the copy is held in flight."""
-
-    def __init__(self, store, gate: threading.Event, fail: bool = False) -> None:
-        self._store, self._gate, self._fail = store, gate, fail
-
-    def write_host(self, *args):
-        self._gate.wait()
-        if self._fail:
-            raise RuntimeError("injected copy failure")
-        return self._store.write_host(*args)
-
-    def __getattr__(self, name):
-        return getattr(self._store, name)
-
-
-@pytest.fixture
-def gated(monkeypatch):
-    """Makes every Checkpointer's copier go through a _GatedStore; returns the gate (and a switch to fail)."""
-    gate = threading.Event()
-    control = {"fail": False}
-
-    class GatedCopier(HostCopier):
-        def __init__(self, store) -> None:
-            super().__init__(_GatedStore(store, gate, control["fail"]))
-
-    monkeypatch.setattr(checkpointer_module, "HostCopier", GatedCopier)
-    gate.control = control  # type: ignore[attr-defined]
-    return gate
 
 
 def _state(seed: int, n: int = 8, numel: int = 2 << 20) -> dict:
@@ -51,16 +24,38 @@ def _state(seed: int, n: int = 8, numel: int = 2 << 20) -> dict:
     return {"step": seed, "model": {f"w{i}": torch.randn(numel, generator=g) for i in range(n)}}
 
 
-def test_save_returns_before_the_copy_and_before_update_waits_for_it(tmp_path, gated):
+@contextlib.contextmanager
+def _copies_held(ck: Checkpointer, release_after: float = 0.0) -> Iterator[None]:
+    """Holds every staging buffer, so no snapshot copy can proceed; gives them back on exit (or, with
+    release_after, from a timer that many seconds after entering)."""
+    store = ck._store
+    held = [store.acquire() for _ in range(store.geometry["buffer_count"])]
+
+    def give_back() -> None:
+        for i in held:
+            store.release(i)
+
+    if release_after:
+        threading.Timer(release_after, give_back).start()
+        yield
+    else:
+        try:
+            yield
+        finally:
+            give_back()
+
+
+def test_save_returns_before_the_copy_and_before_update_waits_for_it(tmp_path):
     state = _state(1, n=2, numel=1 << 10)
     with Checkpointer(tmp_path, chunk_size=64 << 10) as ck:
-        handle = ck.save(1, state)  # returns although the copy cannot start
-        assert not handle.done()
+        ck.prepare(state)
         returned = threading.Event()
-        waiter = threading.Thread(target=lambda: (ck.before_update(), returned.set()))
-        waiter.start()
-        assert not returned.wait(0.3)  # held: the copy has not run
-        gated.set()
+        with _copies_held(ck):
+            handle = ck.save(1, state)  # returns although the copy cannot start
+            assert not handle.done()
+            waiter = threading.Thread(target=lambda: (ck.before_update(), returned.set()))
+            waiter.start()
+            assert not returned.wait(0.3)  # held: the copy has not run
         waiter.join(60)
         assert returned.is_set()
         assert handle.wait()
@@ -85,44 +80,46 @@ def test_tensors_changed_right_after_before_update_keep_their_saved_values(tmp_p
                 assert torch.equal(loaded["model"][name], t), f"step {step}: {name} holds values changed after save()"
 
 
-def test_blocked_seconds_is_the_save_call_plus_the_wait_in_before_update(tmp_path, gated):
+def test_blocked_seconds_is_the_save_call_plus_the_wait_in_before_update(tmp_path):
+    state = _state(3, n=1, numel=1 << 10)
     with Checkpointer(tmp_path, chunk_size=64 << 10) as ck:
+        ck.prepare(state)
         assert ck.blocked_seconds() is None
-        ck.save(1, _state(3, n=1, numel=1 << 10))
-        threading.Timer(0.3, gated.set).start()
-        ck.before_update()
+        with _copies_held(ck, release_after=0.3):
+            ck.save(1, state)
+            ck.before_update()
         assert ck.blocked_seconds() >= 0.25  # before_update waited for the held copy
         ck.before_update()  # no save since: the figure stays that of the newest checkpoint
         assert ck.blocked_seconds() >= 0.25
 
 
-def test_a_failed_copy_aborts_its_checkpoint_and_wait_reports_it(tmp_path, gated):
-    gated.control["fail"] = True
-    gated.set()
+def test_a_failed_copy_aborts_its_checkpoint_and_wait_reports_it_once(tmp_path):
+    enc = payload.encode(_state(4, n=1, numel=1 << 10))
     with Checkpointer(tmp_path, chunk_size=64 << 10) as ck:
-        handle = ck.save(1, _state(4, n=1, numel=1 << 10))
+        # the payload announced one byte longer than header + tensors: the core refuses the copy
+        handle = ck.save_encoded(1, payload.Encoded(enc.header, enc.tensors, enc.nbytes + 1))
         ck.before_update()  # training goes on
         assert handle.wait() is False and handle.outcome == "aborted"
-        with pytest.raises(CheckpointError, match="injected copy failure"):
+        with pytest.raises(CheckpointError, match="snapshot copy of seq .* failed: payload is"):
             ck.wait()
-        ck.wait()  # reported once
+        ck.wait()
+        assert ck.save_encoded(2, enc).wait()  # the next checkpoint is unaffected
+    assert pccheck.load(tmp_path)["step"] == 4
 
 
 @pytest.mark.parametrize("block", [False, True])
-def test_a_busy_disk_is_said_once_and_counted(tmp_path, gated, caplog, block):
+def test_a_busy_disk_is_said_once_and_counted(tmp_path, caplog, block):
     state = _state(5, n=1, numel=1 << 10)
     with caplog.at_level(logging.WARNING, logger="pccheck.checkpointer"):
         with Checkpointer(tmp_path, chunk_size=64 << 10, max_async=1, block=block) as ck:
-            ck.save(1, state)  # held in flight by the gate
-            if block:
-                threading.Timer(0.3, gated.set).start()  # the second save waits for the first
-            for step in (2, 3):
-                ck.save(step, state)
-            gated.set()
+            ck.prepare(state)
+            with _copies_held(ck, release_after=0.3 if block else 0.0):
+                ck.save(1, state)  # held in flight
+                for step in (2, 3):  # waits for a free slot (the timer frees it) or is skipped
+                    ck.save(step, state)
             ck.wait()
-            what = "waited" if block else "skipped"
-            other = "skipped" if block else "waited"
-            assert ck.counts[other] == 0
-            assert ck.counts[what] >= 1 and ck.counts["saved"] + ck.counts["skipped"] == 3
+            what, other = ("waited", "skipped") if block else ("skipped", "waited")
+            assert ck.counts[other] == 0 and ck.counts[what] >= 1
+            assert ck.counts["saved"] + ck.counts["skipped"] == 3
     said = [r for r in caplog.records if "already in flight" in r.getMessage()]
     assert len(said) == 1 and ("waits for a free slot" if block else "skipped") in said[0].getMessage()
