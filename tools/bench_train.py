@@ -7,21 +7,22 @@ step, then `block` timed steps, then an untimed wait until every checkpoint is d
 checkpoints after its untimed step and after every `freq`-th timed step, so the timed steps carry exactly
 the copy and write of one checkpoint per `freq` steps (the untimed step's runs beside the first timed
 step; the last one's drains after the window). Every round runs one block of every configuration of a
-model and block length, in an order rotated from round to round, on the same trainer: only the
-checkpointing differs between the blocks compared. The overhead of a round is its block's time over the
+model and block length (a configuration with a `share` in one round of `share`, so every row's rounds
+span the whole run), in a seeded random order, on the same trainer: only the checkpointing differs
+between the blocks compared. The overhead of a round is its block's time over the
 no-checkpoint block's of the same round, minus 1; the figure is the median over rounds, with the spread.
 
 A block's time is its wall time. pccheck-bench runs at a raised priority in a session of its own
-(tools/bench_isolation.py), where the training thread barely waits for a CPU without checkpointing (0.2 %
-of a block here with three other sessions busy); what it waits with a checkpointer is that checkpointer's
-doing (its threads, the kernel's writeback: 1.5 % for pccheck every step, 20 % for torch.save) and stays
-in. The wait (/proc/thread-self/schedstat) is in the JSON for each block, to tell the two apart.
+(tools/bench_isolation.py), where the training thread barely waits for a CPU without checkpointing (0.04-0.3 %
+of a block here, other sessions busy); what it waits with a checkpointer is that checkpointer's doing (its
+threads, the kernel's writeback: 0.6-1.4 % for pccheck every step, 12-19 % for torch.save) and stays in. The wait (/proc/thread-self/schedstat) is in the JSON for each block, to tell the two apart.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -70,7 +71,8 @@ def every_step_configs() -> list[Config]:
 
 
 def rounds_for(share: int, rounds: int) -> int:
-    return max(1, rounds // share)
+    """Rounds a configuration runs in: every `share`-th of `rounds`, spread over the whole run."""
+    return -(-rounds // share)
 
 
 def _runqueue_wait_s() -> float:
@@ -138,22 +140,24 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     groups: dict[tuple[str, int, int], list[Config]] = {}
     for c in configs:
         groups.setdefault((c.model, c.block, c.share), []).append(c)
+    models = {name: _Model(name, workdir, spec["trainer_flags"], spec["pccheck_flags"],
+                           {c.kind for c in configs if c.model == name})
+              for name in dict.fromkeys(c.model for c in configs)}
+    for (name, _, _), group in groups.items():  # warm-up: allocator, first touch, the checkpoint files' first writes
+        for c in group:
+            models[name].block(c)
+    # Every model's rounds spread over the whole run (a load that comes and goes hits every row alike), the
+    # blocks of a round in a seeded random order (no configuration always follows the same one).
     blocks: list[dict[str, Any]] = []
-    for name in dict.fromkeys(c.model for c in configs):
-        model = _Model(name, workdir, spec["trainer_flags"], spec["pccheck_flags"], {c.kind for c in configs if c.model == name})
-        mine = {k: v for k, v in groups.items() if k[0] == name}
-        for group in mine.values():  # warm-up: allocator, first touch, the checkpoint files' first writes
-            for c in group:
-                model.block(c)
-        n = max(rounds_for(share, rounds) for _, _, share in mine)
-        for r in range(n):
-            for (_, _, share), group in mine.items():
-                if r < rounds_for(share, rounds):
-                    for c in group[r % len(group):] + group[: r % len(group)]:
-                        blocks.append({**model.block(c), "round": r})
-            _progress(f"  training {name}: round {r + 1}/{n}")
+    for r in range(rounds):
+        for (name, _, share), group in groups.items():
+            if r % share == 0:
+                for c in random.Random(r).sample(group, len(group)):
+                    blocks.append({**models[name].block(c), "round": r})
+        _progress(f"  training: round {r + 1}/{rounds}")
+    for model in models.values():
         model.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
     return summarize(blocks)
 
 
