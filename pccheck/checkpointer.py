@@ -130,11 +130,14 @@ class Checkpointer:
             log.warning("%s was created with max_async=%d; using that", self.path, geometry["max_async"])
 
     def save(self, step: int, state: Mapping[str, Any]) -> PendingCheckpoint:
-        return self.save_encoded(step, payload.encode(state))
+        t0 = time.monotonic()  # encoding the state is part of the time training is blocked
+        return self._save_timed(step, payload.encode(state), t0)
 
     def save_encoded(self, step: int, enc: payload.Encoded) -> PendingCheckpoint:
         """save() of a payload already encoded: `enc.header`, then the bytes of `enc.tensors`, in order."""
-        t0 = time.monotonic()
+        return self._save_timed(step, enc, time.monotonic())
+
+    def _save_timed(self, step: int, enc: payload.Encoded, t0: float) -> PendingCheckpoint:
         handle = self._save_encoded(step, enc)
         self.last_saved_step = step
         if handle.seq is not None:
@@ -176,12 +179,12 @@ class Checkpointer:
         if self.counts["waited"] + self.counts["skipped"] > 1:
             return
         durable = self.durable_seconds()
-        since = None if self._last_save_at is None else time.monotonic() - self._last_save_at
-        rate = ("" if durable is None or since is None else
-                f" (a checkpoint takes {durable:.3f} s to become durable and saves come {since:.3f} s apart)")
-        log.warning("checkpoint at step %d %s: %d checkpoints already in flight: the disk cannot keep up with this "
-                    "checkpoint rate%s; further %s checkpoints are counted, not logged",
-                    step, "waits for a free slot" if self.block else "skipped", self.max_async, rate, what)
+        since = 0.0 if self._last_save_at is None else time.monotonic() - self._last_save_at
+        took = f"a checkpoint takes {durable:.3f} s to become durable" if durable is not None else "none is durable yet"
+        log.warning("checkpoint at step %d %s: max_async=%d checkpoint%s already in flight: the disk cannot keep up "
+                    "with this checkpoint rate (saves come %.3f s apart, %s); further %s checkpoints are counted, "
+                    "not logged", step, "waits for a free slot" if self.block else "skipped", self.max_async,
+                    "s" if self.max_async > 1 else "", since, took, what)
 
     def before_update(self) -> None:
         """Returns once the newest snapshots no longer read the live tensors (CPU: the copy is done)."""

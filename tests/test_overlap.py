@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import Iterator
 
 import pytest
@@ -80,7 +81,7 @@ def test_tensors_changed_right_after_before_update_keep_their_saved_values(tmp_p
                 assert torch.equal(loaded["model"][name], t), f"step {step}: {name} holds values changed after save()"
 
 
-def test_blocked_seconds_is_the_save_call_plus_the_wait_in_before_update(tmp_path):
+def test_blocked_seconds_is_the_save_call_plus_the_wait_in_before_update(tmp_path, monkeypatch):
     state = _state(3, n=1, numel=1 << 10)
     with Checkpointer(tmp_path, chunk_size=64 << 10) as ck:
         ck.prepare(state)
@@ -90,6 +91,11 @@ def test_blocked_seconds_is_the_save_call_plus_the_wait_in_before_update(tmp_pat
             ck.before_update()
         assert ck.blocked_seconds() >= 0.25  # before_update waited for the held copy
         ck.before_update()  # no save since: the figure stays that of the newest checkpoint
+        assert ck.blocked_seconds() >= 0.25
+        encode = payload.encode
+        monkeypatch.setattr(payload, "encode", lambda s: (time.sleep(0.3), encode(s))[1])
+        ck.save(2, state)  # encoding the state inside save() blocks training too
+        ck.before_update()
         assert ck.blocked_seconds() >= 0.25
 
 
