@@ -208,8 +208,8 @@ class AutoInterval:
         self.choice = new
         if self.comm.rank == 0:
             what = "checkpoint interval" if old is None else f"checkpoint interval re-evaluated (was every {old.steps} steps)"
-            log.info("%s at step %d: %s (MTBF %s = %g h per node / %d node%s)", what, step, new.describe(),
-                     _duration(self.mtbf_s), self.mtbf_s * self.nodes / 3600, self.nodes, "s" if self.nodes > 1 else "")
+            log.info("%s at step %d: %s (MTBF %s = %s per node / %d node%s)", what, step, new.describe(),
+                     _duration(self.mtbf_s), _duration(self.mtbf_s * self.nodes), self.nodes, "s" if self.nodes > 1 else "")
 
 
 def from_flag(value: Union[int, str], checkpointer: CheckpointerLike, **auto: Any) -> Interval:
@@ -218,7 +218,8 @@ def from_flag(value: Union[int, str], checkpointer: CheckpointerLike, **auto: An
 
 
 def _duration(seconds: float) -> str:
-    for unit, size in (("h", 3600.0), ("min", 60.0)):
+    for unit, size in (("h", 3600.0), ("min", 60.0), ("s", 1.0)):
         if seconds >= size:
-            return f"{seconds / size:.3g} {unit}"
+            value = seconds / size
+            return f"{value:.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
     return f"{seconds:.3g} s"

@@ -89,6 +89,7 @@ def test_auto_checkpoints_first_then_chooses_from_measurements_and_prints_why(cl
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and f"checkpoint interval at step {first}: every {expected.steps} steps" in said[0]
     assert "blocks training 0.0100 s" in said[0] and "(MTBF 1 h = 2 h per node / 2 nodes)" in said[0]
+    assert interval._duration(6000 * 3600.0) == "6000 h" and interval._duration(90.0) == "1.5 min"
 
 
 def test_auto_reevaluates_when_the_measurements_drift(clock, caplog):
