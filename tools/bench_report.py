@@ -189,7 +189,8 @@ def chart(r: dict[str, Any], out: Path) -> None:
         bars = ax1.bar(xs, ys, width, label=label, color=color)
         for b, v in zip(bars, vals):
             if v is not None:
-                ax1.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
+                label = f"{v:.2f}" if v >= 0.01 else f"{v:.1g}"  # a blocked time of 0.0004 s is not 0.00
+                ax1.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
     ax1.set_xticks(range(len(groups)), groups)
     ax1.set_ylabel("seconds")
     ax1.set_title(f"{r['state_bytes'] / (1 << 30):.2f} GiB state, per checkpoint")
