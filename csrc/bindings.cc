@@ -200,6 +200,20 @@ PYBIND11_MODULE(_core, m) {
             s.write_host(seq, parts);
           },
           py::arg("seq"), py::arg("header"), py::arg("segments"))
+      .def(
+          "write_host_async",
+          [](Store& s, uint64_t seq, py::handle header, const std::vector<std::pair<uint64_t, uint64_t>>& segments) {
+            BufferView h(header, false);
+            std::vector<uint8_t> head(h.data(), h.data() + h.size());
+            std::vector<Store::Segment> parts;
+            parts.reserve(segments.size());
+            for (const auto& seg : segments)
+              parts.push_back({reinterpret_cast<const void*>(static_cast<uintptr_t>(seg.first)), seg.second});
+            py::gil_scoped_release nogil;
+            s.write_host_async(seq, std::move(head), std::move(parts));
+          },
+          py::arg("seq"), py::arg("header"), py::arg("segments"))
+      .def("wait_copied", &Store::wait_copied, py::call_guard<py::gil_scoped_release>())
       .def("acquire", &Store::acquire, py::call_guard<py::gil_scoped_release>())
       .def("release", &Store::release, py::arg("index"))
       .def(

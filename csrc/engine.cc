@@ -128,6 +128,7 @@ Store::Store(const StoreOptions& opt)
 
   committer_ = std::thread([this] { committer_loop(); });
   for (uint64_t i = 0; i < opt.threads; ++i) writers_.emplace_back([this] { writer_loop(); });
+  copier_ = std::thread([this] { copy_loop(); });
 }
 
 Store::~Store() {
@@ -267,6 +268,61 @@ void Store::write_host(uint64_t seq, const std::vector<Segment>& parts) {
     if (held) pool_->release(buf);
     throw;
   }
+}
+
+void Store::write_host_async(uint64_t seq, std::vector<uint8_t> header, std::vector<Segment> segments) {
+  {
+    std::lock_guard<std::mutex> lk(copy_mu_);
+    if (copy_stop_) throw CoreError("store " + geo_.path + " is closed");
+    copy_jobs_.push_back(CopyJob{seq, std::move(header), std::move(segments)});
+  }
+  copy_cv_.notify_all();
+}
+
+std::string Store::wait_copied() {
+  std::unique_lock<std::mutex> lk(copy_mu_);
+  copy_cv_.wait(lk, [&] { return copy_jobs_.empty() && !copy_busy_; });
+  std::string error;
+  error.swap(copy_error_);
+  return error;
+}
+
+void Store::copy_loop() {
+  for (;;) {
+    CopyJob job;
+    {
+      std::unique_lock<std::mutex> lk(copy_mu_);
+      copy_cv_.wait(lk, [&] { return copy_stop_ || !copy_jobs_.empty(); });
+      if (copy_jobs_.empty()) return;  // stopping, and every queued copy is done
+      job = std::move(copy_jobs_.front());
+      copy_jobs_.pop_front();
+      copy_busy_ = true;
+    }
+    std::string error;
+    try {
+      std::vector<Segment> parts{{job.header.data(), job.header.size()}};
+      parts.insert(parts.end(), job.segments.begin(), job.segments.end());
+      write_host(job.seq, parts);
+    } catch (const std::exception& e) {
+      error = "snapshot copy of seq " + std::to_string(job.seq) + " failed: " + e.what();
+      abort(job.seq, error);
+    }
+    {
+      std::lock_guard<std::mutex> lk(copy_mu_);
+      copy_busy_ = false;
+      if (!error.empty() && copy_error_.empty()) copy_error_ = error;
+    }
+    copy_cv_.notify_all();
+  }
+}
+
+void Store::stop_copier() {
+  {
+    std::lock_guard<std::mutex> lk(copy_mu_);
+    copy_stop_ = true;
+  }
+  copy_cv_.notify_all();
+  if (copier_.joinable()) copier_.join();
 }
 
 void Store::release(uint64_t index) {
@@ -623,6 +679,7 @@ Stats Store::stats() const {
 }
 
 void Store::close() {
+  stop_copier();  // queued copies complete first: their checkpoints commit like any other
   {
     std::unique_lock<std::mutex> lk(mu_);
     if (closed_) return;

@@ -97,6 +97,14 @@ class Store {
     uint64_t size;
   };
   void write_host(uint64_t seq, const std::vector<Segment>& parts);
+  // write_host on the store's copy thread, in the order queued; returns at
+  // once (a snapshot beside the next forward and backward). `header` is
+  // copied here; `segments` must stay valid and unchanged until
+  // wait_copied() returns. A copy that fails aborts its checkpoint.
+  void write_host_async(uint64_t seq, std::vector<uint8_t> header, std::vector<Segment> segments);
+  // Blocks until every queued copy is done; returns the first failure's
+  // text since the last call (empty: none).
+  std::string wait_copied();
   // Staging buffers for callers that fill them themselves (GPU path).
   uint64_t acquire() { return pool_->acquire(); }
   void release(uint64_t index);
@@ -141,6 +149,8 @@ class Store {
 
   void writer_loop();
   void committer_loop();
+  void copy_loop();
+  void stop_copier();
   void commit(Checkpoint& c);
   // The steps of a commit; each returns "" or what failed.
   std::string commit_in_place(Checkpoint& c, const uint8_t* table, uint64_t table_len, const uint8_t* record,
@@ -191,6 +201,19 @@ class Store {
   bool closed_ = false;
   std::vector<std::thread> writers_;
   std::thread committer_;
+
+  struct CopyJob {
+    uint64_t seq;
+    std::vector<uint8_t> header;
+    std::vector<Segment> segments;
+  };
+  std::mutex copy_mu_;  // never held across write_host
+  std::condition_variable copy_cv_;  // a job queued or done, or stop
+  std::deque<CopyJob> copy_jobs_;
+  bool copy_busy_ = false;
+  bool copy_stop_ = false;
+  std::string copy_error_;
+  std::thread copier_;
 };
 
 }  // namespace pccheck

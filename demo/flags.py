@@ -5,6 +5,7 @@ import argparse
 
 from pccheck import contract
 from pccheck.cli import OneLineParser, int_at_least
+from pccheck.interval import DEFAULT_MTBF_NODE_HOURS
 from pccheck.sizes import parse_size
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}  #: --model-dtype: the torch dtype of each name
@@ -15,6 +16,16 @@ Exit status: 0 all steps done; 75 stopped at a step boundary after a durable che
 """
 
 _positive = int_at_least(1)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be positive")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--checkpointer", choices=["none", "torchsave", "pccheck"], default="pccheck")
     c.add_argument("--checkpoint-dir", default=contract.checkpoint_dir("checkpoints"),
                    help=f"default: ${contract.CHECKPOINT_DIR} (set by pccheck-submit), else checkpoints")
-    c.add_argument("--checkpoint-freq", type=_positive, default=50, help="checkpoint every N steps")
+    c.add_argument("--checkpoint-freq", type=int_at_least(1, "auto"), default=50,
+                   help="checkpoint every N steps, or auto: the interval with the least expected loss plus overhead, "
+                        "from measured checkpoint times and --mtbf-node-hours (pccheck.interval)")
+    c.add_argument("--mtbf-node-hours", type=_positive_float, default=DEFAULT_MTBF_NODE_HOURS,
+                   help="with --checkpoint-freq auto: mean time between failures of one node, in hours "
+                        "(divided by SLURM_JOB_NUM_NODES; default %(default)g)")
+    c.add_argument("--when-busy", choices=["wait", "skip"], default="wait",
+                   help="pccheck: a checkpoint due while --max-async are in flight waits for a slot (default) or is skipped")
     c.add_argument("--load-checkpoint", action="store_true", help="resume from the newest valid checkpoint")
     c.add_argument("--keep", type=_positive, default=2, help="committed checkpoints kept")
     c.add_argument("--max-async", type=_positive, default=2, help="pccheck: checkpoints in flight at once")

@@ -22,7 +22,8 @@ import torch  # noqa: E402
 
 from pccheck import contract, distributed
 from pccheck.checkpointing import CheckpointerLike, Loaded
-from pccheck.distributed import Distributed
+from pccheck.distributed import Comm, Distributed
+from pccheck.interval import Interval, from_flag
 from pccheck.errors import CheckpointError, UserError
 from pccheck.loop import _FROM_ENV, StopRequest
 from pccheck.stopping import ignore_stop_signals
@@ -75,6 +76,7 @@ def open_checkpointer(args: argparse.Namespace, dist: Optional[Distributed] = No
         chunk_size=args.chunk_size,
         memory_budget=args.memory_budget,
         durability=args.durability,
+        block=args.when_busy == "wait",
     )
 
 
@@ -212,6 +214,10 @@ def _train(
     progress = TrainProgress(args.training_steps, start) if lead else _QuietProgress()
     if resumed_from is not None:
         progress.note(f"resumed from the checkpoint at step {resumed_from}")
+    interval: Optional[Interval] = None
+    if ckpt is not None:
+        interval = from_flag(args.checkpoint_freq, ckpt, mtbf_node_hours=args.mtbf_node_hours,
+                             comm=dist.comm if dist is not None else Comm.single())
     step = start
     try:
         while step < args.training_steps:
@@ -225,7 +231,7 @@ def _train(
                 loss = dist.comm.allreduce_f64([loss], "sum")[0] / dist.world_size
             if losses is not None:
                 losses.append(step, loss)
-            if ckpt is not None and step % args.checkpoint_freq == 0:
+            if interval is not None and interval.due(step):
                 _save(ckpt, step, trainer, losses)
             progress.checkpoint = _checkpoint_note(ckpt)
             progress.step(step, loss)
@@ -236,8 +242,10 @@ def _train(
                 if ckpt is not None and ckpt.last_saved_step != step:
                     _save(ckpt, step, trainer, losses)
                 committed = stop.stopped(step)  # logs "stopped after step N (...); checkpoint at step S is durable"
+                _summarize_checkpoints(ckpt, step - start, progress)
                 return RunResult("stopped", step, reason, committed, resumed_from)
         stop.completed(step)
+        _summarize_checkpoints(ckpt, step - start, progress)
         committed = ckpt.last_committed_step() if ckpt is not None else None
         return RunResult("completed", step, "", committed, resumed_from)
     finally:
@@ -250,6 +258,17 @@ def _save(ckpt: CheckpointerLike, step: int, trainer: _Trainer, losses: Optional
     if losses is not None:  # the loss rows never lag a committed step
         losses.sync()
     ckpt.save(step, trainer.state(step))
+
+
+def _summarize_checkpoints(ckpt: Optional[CheckpointerLike], steps: int, progress: Any) -> None:
+    """How many checkpoints were taken, and the effective frequency when the disk made some wait or be skipped."""
+    counts = getattr(ckpt, "counts", None)
+    if not counts or not counts["saved"] or not steps:
+        return
+    busy = "".join(f", {counts[k]} {k} for a free slot" if k == "waited" else f", {counts[k]} skipped (max_async in flight)"
+                   for k in ("waited", "skipped") if counts[k])
+    progress.note(f"checkpoints: {counts['saved']} saved in {steps} steps (effective frequency: one every "
+                  f"{steps / counts['saved']:.2f} steps){busy}")
 
 
 def _checkpoint_note(ckpt: Optional[CheckpointerLike]) -> str:

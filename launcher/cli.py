@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("demo trainer shortcuts (without -- CMD)")
     t.add_argument("--steps", "--training-steps", dest="training_steps", type=int_at_least(1), default=None,
                    help="= pccheck-train --training-steps")
-    t.add_argument("--freq", "--checkpoint-freq", dest="checkpoint_freq", type=int_at_least(1), default=None,
+    t.add_argument("--freq", "--checkpoint-freq", dest="checkpoint_freq", type=int_at_least(1, "auto"), default=None,
                    help="= pccheck-train --checkpoint-freq")
     s = p.add_argument_group("Slurm")
     s.add_argument("--partition")

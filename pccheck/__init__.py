@@ -1,7 +1,8 @@
 """pccheck: concurrent, pipelined, durable checkpoints for PyTorch training on Slurm clusters.
 
 The public surface: `Checkpointer` and `load` (the storage), `StopRequest` (the stop protocol at step
-boundaries, docs/jobs.md), `rng_state` / `set_rng_state` (every RNG, for a bit-exact resume),
+boundaries, docs/jobs.md), `AutoInterval` / `Every` (when to checkpoint: `interval.due(step)`, from measured
+checkpoint times and an MTBF, or every N steps), `rng_state` / `set_rng_state` (every RNG, for a bit-exact resume),
 `checkpoint_dir` (where pccheck-submit wants checkpoints), `CheckpointError`, and `EXIT_REQUEUE`.
 Several ranks, sharded state (FSDP2, DTensor): `pccheck.dcp`, the storage layer of
 torch.distributed.checkpoint. Needs torch and numpy only.
@@ -14,10 +15,10 @@ from .contract import EXIT_REQUEUE, checkpoint_dir
 from .errors import CheckpointError
 
 __version__ = "0.1.0"
-__all__ = ["Checkpointer", "load", "StopRequest", "rng_state", "set_rng_state", "checkpoint_dir", "CheckpointError",
-           "EXIT_REQUEUE", "__version__"]
-_LAZY = {"Checkpointer": "checkpointer", "load": "checkpointer", "StopRequest": "loop",
-         "rng_state": "rng", "set_rng_state": "rng"}
+__all__ = ["Checkpointer", "load", "StopRequest", "AutoInterval", "Every", "rng_state", "set_rng_state", "checkpoint_dir",
+           "CheckpointError", "EXIT_REQUEUE", "__version__"]
+_LAZY = {"Checkpointer": "checkpointer", "load": "checkpointer", "StopRequest": "loop", "AutoInterval": "interval",
+         "Every": "interval", "rng_state": "rng", "set_rng_state": "rng"}
 
 
 def __getattr__(name: str) -> Any:

@@ -16,6 +16,7 @@ import numpy as np
 from . import _core, fsutil, payload
 from .checkpointing import Loaded
 from .errors import CheckpointError
+from .hostcopy import HostCopier
 from .staging import StagedCopier
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,18 @@ class PendingCheckpoint:
 
 
 class Checkpointer:
-    """save(step, state) returns once the state may change again; wait() until durable; load_latest() to resume.
+    """save(step, state) returns at once; before_update() before the state changes; wait() until durable.
+
+    The snapshot (the copy into staging memory) runs beside the next forward and backward, on CPU as on
+    GPU: the tensors of a saved state may not change until before_update() returns (call it between
+    backward and optimizer.step(); in-place updates in forward, such as BatchNorm's running statistics,
+    count as changes). Values that are not tensors are captured by save() itself.
 
     Knobs: `max_async` checkpoints in flight, `keep` committed ones never overwritten, `threads` writers,
     `chunk_size` bytes per write and checksum, `memory_budget` bytes of staging (default: one state, so a
     snapshot never waits for the disk), `durability` "fdatasync" or "direct" (O_DIRECT), `block` whether a
-    save beyond `max_async` waits (default) or is skipped, `slot_size` bytes of payload per slot (default: the
-    first state plus 1 MiB).
+    save beyond `max_async` waits (default) or is skipped, either logged once and counted (`counts`),
+    `slot_size` bytes of payload per slot (default: the first state plus 1 MiB; a bigger state grows the file).
     """
 
     def __init__(
@@ -82,10 +88,16 @@ class Checkpointer:
         self.slot_size = slot_size
         self._store: Optional[_core.Store] = None
         self._staged: Optional[StagedCopier] = None
+        self._host: Optional[HostCopier] = None
         self.last_saved_step: Optional[int] = None
         self._timed: list[tuple[PendingCheckpoint, float]] = []  # saves in flight and when they began
         self._durable_seconds: Optional[float] = None
         self._scanned: Optional[tuple[Optional[int]]] = None  # last_committed_step before the store is open
+        self._save_seconds: Optional[float] = None  # the newest save() call, until before_update adds its wait
+        self._blocked_seconds: Optional[float] = None
+        self._copy_error: Optional[str] = None  # a failed snapshot copy, until wait() reports it
+        self._last_save_at: Optional[float] = None
+        self.counts = {"saved": 0, "waited": 0, "skipped": 0}  # saves that found max_async in flight: waited or skipped
 
     # -- writing ---------------------------------------------------------------------------------
     def prepare(self, state: Mapping[str, Any]) -> None:
@@ -117,15 +129,21 @@ class Checkpointer:
             log.warning("%s was created with max_async=%d; using that", self.path, geometry["max_async"])
 
     def save(self, step: int, state: Mapping[str, Any]) -> PendingCheckpoint:
-        return self.save_encoded(step, payload.encode(state))
+        t0 = time.monotonic()  # encoding the state is part of the time training is blocked
+        return self._save_timed(step, payload.encode(state), t0)
 
     def save_encoded(self, step: int, enc: payload.Encoded) -> PendingCheckpoint:
         """save() of a payload already encoded: `enc.header`, then the bytes of `enc.tensors`, in order."""
-        t0 = time.monotonic()
+        return self._save_timed(step, enc, time.monotonic())
+
+    def _save_timed(self, step: int, enc: payload.Encoded, t0: float) -> PendingCheckpoint:
         handle = self._save_encoded(step, enc)
         self.last_saved_step = step
         if handle.seq is not None:
             self._timed.append((handle, t0))
+            self.counts["saved"] += 1
+        self._last_save_at = t0
+        self._save_seconds = time.monotonic() - t0
         return handle
 
     def _save_encoded(self, step: int, enc: payload.Encoded) -> PendingCheckpoint:
@@ -135,14 +153,16 @@ class Checkpointer:
         assert store is not None
         try:
             seq = store.begin(step, enc.nbytes, False)
+            if seq is None:
+                self._busy(step)
             if seq is None and self.block:
-                log.info("checkpoint at step %d waits: %d checkpoints already in flight", step, self.max_async)
                 seq = store.begin(step, enc.nbytes, True)
             if seq is None:
-                log.warning("checkpoint at step %d skipped: %d checkpoints already in flight", step, self.max_async)
                 return PendingCheckpoint(store, None, step)
             if all(t.device.type == "cpu" for t in enc.tensors):
-                store.write_host(seq, enc.header, [(t.data_ptr(), t.nbytes) for t in enc.tensors if t.nbytes])
+                if self._host is None:
+                    self._host = HostCopier(store)
+                self._host.copy(seq, enc)
             else:
                 if self._staged is None:
                     self._staged = StagedCopier(store)
@@ -151,13 +171,49 @@ class Checkpointer:
             raise CheckpointError(f"checkpoint at step {step} failed: {exc}") from None
         return PendingCheckpoint(store, seq, step)
 
+    def _busy(self, step: int) -> None:
+        """A save found max_async checkpoints in flight: says why once, then only counts."""
+        what = "waited" if self.block else "skipped"
+        self.counts[what] += 1
+        if self.counts["waited"] + self.counts["skipped"] > 1:
+            return
+        durable = self.durable_seconds()
+        since = 0.0 if self._last_save_at is None else time.monotonic() - self._last_save_at
+        took = f"a checkpoint takes {durable:.3f} s to become durable" if durable is not None else "none is durable yet"
+        log.warning("checkpoint at step %d %s: max_async=%d checkpoint%s already in flight: the disk cannot keep up "
+                    "with this checkpoint rate (saves come %.3f s apart, %s); further %s checkpoints are counted, "
+                    "not logged", step, "waits for a free slot" if self.block else "skipped", self.max_async,
+                    "s" if self.max_async > 1 else "", since, took, what)
+
     def before_update(self) -> None:
+        """Returns once the newest snapshots no longer read the live tensors (CPU: the copy is done)."""
+        t0 = time.monotonic()
+        self._host_copied()
         if self._staged is not None:
             self._staged.before_update()
+        if self._save_seconds is not None:
+            self._blocked_seconds = self._save_seconds + time.monotonic() - t0
+            self._save_seconds = None
+
+    def blocked_seconds(self) -> Optional[float]:
+        """Seconds training was blocked by the newest checkpoint: its save() plus the wait in the before_update()
+        after it (None before the first)."""
+        return self._blocked_seconds
+
+    def _host_copied(self) -> None:
+        """Waits for the snapshot copies of CPU tensors; keeps the first failure for wait() to report."""
+        if self._host is not None:
+            error = self._host.before_update()
+            if error is not None and self._copy_error is None:
+                self._copy_error = error
 
     def wait(self) -> None:
         if self._store is None:
             return
+        self._host_copied()
+        if self._copy_error is not None:
+            error, self._copy_error = self._copy_error, None
+            raise CheckpointError(error)
         if self._staged is not None:
             self._staged.drain()
         try:
@@ -195,6 +251,7 @@ class Checkpointer:
             finally:
                 if self._staged is not None:
                     self._staged.close()
+                self._host = self._staged = None
                 self._store.close()
                 self._store = None
 

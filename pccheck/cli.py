@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from typing import Callable, Union
 
 EXIT_USAGE = 2
 
@@ -14,14 +14,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum, with a clear message otherwise."""
+def int_at_least(minimum: int, *words: str) -> Callable[[str], Union[int, str]]:
+    """An argparse type: an integer >= minimum (or one of `words`, e.g. "auto"), with a clear message otherwise."""
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> Union[int, str]:
+        if text in words:
+            return text
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+            alternatives = "".join(f" or {w!r}" for w in words)
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer{alternatives}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
         return value

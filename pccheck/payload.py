@@ -29,6 +29,8 @@ DTYPES: dict[torch.dtype, str] = {
     torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2",
 }
 _BY_NAME = {v: k for k, v in DTYPES.items()}
+_SCALARS = frozenset((int, float, str, bool, type(None)))  # exact types that are JSON values as they are
+_EXACT = _SCALARS - {float}  # and need no check (a float may be non-finite)
 _MARKERS = ("__tensor__", "__ndarray__", "__tuple__", "__dict__", "__float__", "__dtype__", "__device__")
 
 
@@ -46,9 +48,14 @@ def encode(state: Mapping[str, Any]) -> Encoded:
 
     Tensors are not copied (non-contiguous ones excepted): the caller snapshots their bytes.
     """
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict[str, tuple[torch.Tensor, str, tuple[int, ...], int]] = {}  # name: tensor, dtype code, shape, item size
 
     def enc(value: Any, path: str) -> Any:
+        kind = type(value)
+        if kind in _SCALARS:  # most leaves: checked first, since every save of every step pays for this walk
+            return value if kind is not float or math.isfinite(value) else {"__float__": repr(value)}
+        if kind is list and all(type(v) in _EXACT for v in value):  # e.g. python's RNG state, 625 ints
+            return value
         if isinstance(value, torch.Tensor):
             return {"__tensor__": _add(tensors, path, value)}
         if isinstance(value, np.ndarray):
@@ -75,26 +82,53 @@ def encode(state: Mapping[str, Any]) -> Encoded:
         raise UserError(f"cannot checkpoint {path or 'the state'}: values of type {type(value).__name__} are not supported")
 
     tree = enc(dict(state), "")
-    order = sorted(tensors.items(), key=lambda kv: -kv[1].element_size())  # stable: keeps tree order per size
-    header: dict[str, Any] = {"__metadata__": {"format": FORMAT, "pccheck.state": json.dumps(tree)}}
-    offset = 0
-    for name, t in order:
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
-        offset += t.nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
+    order = sorted(tensors.items(), key=lambda kv: -kv[1][3])  # stable: keeps tree order per element size
+    entries, data_bytes = _tensor_entries(tuple((name, code, shape, size) for name, (_, code, shape, size) in order))
+    meta = json.dumps({"format": FORMAT, "pccheck.state": json.dumps(tree)}, separators=(",", ":"))
+    raw = ('{"__metadata__":' + meta + ("," + entries if entries else "") + "}").encode()
     raw += b" " * (-(8 + len(raw)) % _ALIGN)
     head = struct.pack("<Q", len(raw)) + raw
-    return Encoded(head, [t for _, t in order], len(head) + offset)
+    return Encoded(head, [t for _, (t, _, _, _) in order], len(head) + data_bytes)
 
 
-def _add(tensors: dict[str, torch.Tensor], path: str, t: torch.Tensor) -> str:
-    if t.dtype not in DTYPES:
-        raise UserError(f"cannot checkpoint {path}: dtype {t.dtype} is not supported")
+def _add(tensors: dict[str, tuple[torch.Tensor, str, tuple[int, ...], int]], path: str, t: torch.Tensor) -> str:
+    dtype = t.dtype
+    code = DTYPES.get(dtype)
+    if code is None:
+        raise UserError(f"cannot checkpoint {path}: dtype {dtype} is not supported")
     name = path or "tensor"
     if name in tensors:
         name = f"{name}#{len(tensors)}"
-    tensors[name] = t.detach() if t.is_contiguous() else t.detach().contiguous()
+    if t.requires_grad:
+        t = t.detach()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    tensors[name] = (t, code, t.shape, dtype.itemsize)
     return name
+
+
+_Layout = tuple[tuple[str, str, tuple[int, ...], int], ...]  # (name, dtype code, shape, item size) in payload order
+_last_entries: tuple[_Layout, str, int] = ((), "", 0)  # the newest layout, its header entries, its data bytes
+
+
+def _tensor_entries(layout: _Layout) -> tuple[str, int]:
+    """The header's tensor entries as JSON (without the braces) and the bytes they describe.
+
+    A model saved again has the same layout, so the newest one is kept and reused (a save at every step
+    would otherwise re-encode a few hundred entries each time).
+    """
+    global _last_entries
+    last = _last_entries
+    if layout == last[0]:
+        return last[1], last[2]
+    entries, offset = {}, 0
+    for name, code, shape, size in layout:
+        n = math.prod(shape) * size
+        entries[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    text = json.dumps(entries, separators=(",", ":"))[1:-1]
+    _last_entries = (layout, text, offset)
+    return text, offset
 
 
 @dataclass

@@ -45,6 +45,9 @@ class StagedCopier:
         pieces += [t.reshape(-1).view(torch.uint8) for t in enc.tensors if t.nbytes]
         if self.stream is not None:
             self.stream.wait_stream(torch.cuda.current_stream())  # the tensors are final on the compute stream
+            for piece in pieces:  # freed by the caller (encode's contiguous copies at once), a tensor's memory
+                if piece.is_cuda:  # would go back to the compute stream while the side stream still reads it
+                    piece.record_stream(self.stream)
         ctx = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
         index: Optional[int] = None
         buf = pieces[0]

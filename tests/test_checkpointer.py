@@ -44,11 +44,12 @@ def test_round_trip_and_keep(tmp_path):
     assert {4, 5} <= set(valid) and len(valid) <= 4  # keep=2 newest always; 4 slots in all
 
 
-def test_save_returns_before_durable_and_state_may_change(tmp_path):
+def test_save_returns_before_durable_and_state_may_change_after_before_update(tmp_path):
     state = _state(1)
     expected = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
     with Checkpointer(tmp_path, chunk_size=64 << 10) as ck:
         handle = ck.save(1, state)
+        ck.before_update()
         state["w"].zero_()  # the snapshot was taken: this must not reach the file
         assert handle.wait()
     assert _equal(pccheck.load(tmp_path), expected)

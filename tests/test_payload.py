@@ -95,3 +95,18 @@ def _with_header(header: dict, data: bytes = b"") -> bytes:
 def test_hostile_payloads_are_refused(blob):
     with pytest.raises(CheckpointError):
         payload.decode(bytearray(blob))
+
+
+def test_a_changed_layout_is_never_described_by_the_previous_entries():
+    """Saving the same model again reuses the header's tensor entries; any change of name, dtype or shape
+    must produce new ones."""
+    first = {"w": torch.ones(4, 3), "b": torch.zeros(3)}
+    states = [first, first, {"w": torch.ones(3, 4), "b": torch.zeros(3)}, {"w": torch.ones(4, 3, dtype=torch.float64),
+              "b": torch.zeros(3)}, {"v": torch.ones(4, 3), "b": torch.zeros(3)}, {"w": torch.ones(5, 3), "b": torch.zeros(3)}]
+    for state in states:
+        enc = payload.encode(state)
+        _, infos = payload.parse_header(_bytes(enc))
+        assert {i.name: (i.dtype, i.shape) for i in infos} == {
+            k: (payload.DTYPES[t.dtype], list(t.shape)) for k, t in state.items()}
+        back = payload.decode(_bytes(enc))
+        assert all(torch.equal(back[k], t) for k, t in state.items())

@@ -10,7 +10,7 @@ import shutil
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -148,28 +148,64 @@ def raw_write(path: Path, views: list[memoryview]) -> float:
 
 
 def raw_read(path: Path, nbytes: int) -> float:
-    """Sequential read of `nbytes` through a reused 8 MiB buffer (`dd of=/dev/null bs=8M`)."""
-    buf = bytearray(IO_CHUNK)
-    mv = memoryview(buf)
+    """Sequential 8 MiB reads of `nbytes` into one fresh, uninitialized buffer of that size: what any load
+    must do at least. (`dd of=/dev/null` reuses one small buffer and never faults in the memory a loaded
+    state occupies: 0.07-0.3 s per GiB here, which no load can avoid.)"""
+    import numpy as np
+
     t0 = time.perf_counter()
+    mv = memoryview(np.empty(nbytes, dtype=np.uint8))
     with open(path, "rb", buffering=0) as f:
-        left = nbytes
-        while left > 0:
-            n = f.readinto(mv[: min(IO_CHUNK, left)])
+        done = 0
+        while done < nbytes:
+            n = f.readinto(mv[done : done + IO_CHUNK])
             if not n:
                 break
-            left -= n
+            done += n
     return time.perf_counter() - t0
 
 
+# -- compute beside the snapshot -------------------------------------------------------------------------
+class Compute:
+    """A fixed amount of one-thread matrix multiplication, standing in for the next forward and backward."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.a = torch.rand(512, 512)
+        self.iterations = 1
+
+    def calibrate(self, seconds: float) -> None:
+        """Sets the amount so that it runs about `seconds` on this machine now."""
+        self.iterations = 1
+        while self.run() < 0.05:
+            self.iterations *= 2
+        self.iterations = max(1, round(self.iterations * seconds / self.run()))
+
+    def run(self) -> float:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            t0 = time.perf_counter()
+            for _ in range(self.iterations):
+                torch.mm(self.a, self.a)
+            return time.perf_counter() - t0
+        finally:
+            torch.set_num_threads(saved)
+
+
 # -- pccheck -----------------------------------------------------------------------------------------
-def pccheck_save(ck: Any, step: int, state: Any) -> tuple[float, float]:
-    """(stall, durable): until save() returns, and until the checkpoint is committed on stable storage."""
+def pccheck_save(ck: Any, step: int, state: Any, compute: Optional[Compute] = None) -> dict[str, float]:
+    """One checkpoint as a training loop takes it: save(), the next step's compute (if any), before_update(),
+    then the wait until it is committed on stable storage. blocked: save() plus the wait in before_update."""
     t0 = time.perf_counter()
     handle = ck.save(step, state)
+    saved = time.perf_counter() - t0
+    computed = compute.run() if compute is not None else 0.0
     t1 = time.perf_counter()
+    ck.before_update()
+    blocked = saved + time.perf_counter() - t1
     handle.wait()
-    return t1 - t0, time.perf_counter() - t0
+    return {"blocked": blocked, "durable": time.perf_counter() - t0, "compute": computed}
 
 
 def pccheck_load(directory: Path) -> float:
@@ -236,11 +272,16 @@ def _dcp_state(state: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- statistics --------------------------------------------------------------------------------------
-def median(xs: list[float]) -> Optional[float]:
-    return statistics.median(xs) if xs else None
+def quantile(sorted_xs: list[float], q: float) -> float:
+    """Linear interpolation between the closest ranks (numpy's default)."""
+    pos = q * (len(sorted_xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def spread(xs: list[float]) -> dict[str, float]:
+    """The median of repeated measurements, their quartiles, extremes and count."""
+    ys = sorted(xs)
+    return {"median": statistics.median(ys), "q25": quantile(ys, 0.25), "q75": quantile(ys, 0.75), "min": ys[0],
+            "max": ys[-1], "n": len(ys)}

@@ -1,4 +1,5 @@
-"""GPU checks of pccheck (run by check.sh): bit-exact resume on the device, and stall / D2H bandwidth."""
+"""GPU checks of pccheck (run by check.sh): bit-exact resume on the device, stall / D2H bandwidth, and the
+training overhead of a checkpoint at every step."""
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,8 @@ def resume_is_bit_exact(device: str, dtype: str, work: Path) -> bool:
 
 def stall_and_bandwidth(device: str, gib: float, work: Path) -> dict:
     n = int(gib * (1 << 30)) // 4
-    state = {"w": torch.randn(n, device=device), "step": 1}
+    # "t": not contiguous, so the snapshot reads a temporary copy that the caller frees right away
+    state = {"w": torch.randn(n, device=device), "t": torch.randn(256, 128, device=device).t(), "step": 1}
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     pinned = torch.empty(n, dtype=torch.float32, pin_memory=device == "cuda")
     sync()
@@ -57,16 +59,31 @@ def stall_and_bandwidth(device: str, gib: float, work: Path) -> dict:
             results.append((stall, snapshot, time.perf_counter() - t0))
     loaded = load_checkpoint(work / "bw")
     assert loaded is not None and torch.equal(loaded.state["w"], state["w"].cpu())
+    assert torch.equal(loaded.state["t"], state["t"].cpu())
     stall, snapshot, durable = sorted(results)[1]
     nbytes = n * 4
     return {"state_bytes": nbytes, "d2h_plain_s": d2h, "d2h_GBps": nbytes / d2h / 1e9, "save_call_s": stall,
             "snapshot_s": snapshot, "snapshot_GBps": nbytes / snapshot / 1e9, "durable_s": durable}
 
 
+def every_step_overhead(device: str, rounds: int, work: Path) -> dict:
+    """Throughput cost of a checkpoint after every step against none, on the default and the sequence-length-1024
+    model (batch 8 on a GPU), measured as pccheck-bench does: interleaved blocks, the median over rounds.
+    Where the disk cannot take a state per step, the saves wait for a free slot: `waited` counts them."""
+    from pccheck.tools import bench_train
+
+    flags = ["--device", device] + (["--batch-size", "8"] if device == "cuda" else ["--threads", "1"])
+    out = bench_train.measure(rounds, work / "every-step", [], flags, bench_train.every_step_configs())
+    rows = {k: out["overheads"][k] for k in ("overhead_every_1", "overhead_every_1_seq1024")}
+    return {"every_step": {k: {f: v[f] for f in ("median", "q25", "q75", "n", "saved", "waited", "effective_every")}
+                           for k, v in rows.items()}, "steps_per_s_none": out.get("steps_per_s_none")}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--gib", type=float, default=2.0, help="state size for the stall and bandwidth check")
+    p.add_argument("--rounds", type=int, default=16, help="rounds of the every-step overhead (default 16)")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")) / "gpu-check.json")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -78,6 +95,7 @@ def main() -> int:
         for dtype in ("fp32", "bf16"):
             summary[f"bit_exact_{dtype}"] = resume_is_bit_exact(args.device, dtype, work)
         summary.update(stall_and_bandwidth(args.device, args.gib, work))
+        summary.update(every_step_overhead(args.device, args.rounds, work))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
