@@ -230,10 +230,6 @@ PYBIND11_MODULE(_core, m) {
             return reinterpret_cast<uintptr_t>(s.pool()->data(index));
           },
           py::arg("index"))
-      .def_property_readonly("pool_address",
-                             [](const Store& s) { return reinterpret_cast<uintptr_t>(s.pool()->base()); })
-      .def_property_readonly("pool_bytes",
-                             [](const Store& s) { return s.pool()->count() * s.pool()->buffer_size(); })
       .def("submit", &Store::submit, py::arg("seq"), py::arg("index"), py::arg("chunk_index"), py::arg("nbytes"),
            py::call_guard<py::gil_scoped_release>())
       .def("abort", &Store::abort, py::arg("seq"), py::arg("reason") = "aborted",
@@ -316,13 +312,6 @@ PYBIND11_MODULE(_core, m) {
       py::arg("path"),
       "Makes path durable (fdatasync, then fsync of its directory): what a crashed writer left unsynced in "
       "the page cache, and a reader trusts, survives a power loss.");
-  m.def(
-      "payload_length",
-      [](const std::string& path, uint64_t seq) {
-        py::gil_scoped_release nogil;
-        return payload_length(path, seq);
-      },
-      py::arg("path"), py::arg("seq"));
   m.def(
       "crc32c", [](py::handle data, uint32_t crc) { return crc_of(data, crc, false); }, py::arg("data"),
       py::arg("crc") = 0);

@@ -26,7 +26,6 @@ class BufferPool {
   void shutdown();
 
   uint8_t* data(uint64_t index) const { return base_ + index * buffer_size_; }
-  uint8_t* base() const { return base_; }
   uint64_t count() const { return count_; }
   uint64_t buffer_size() const { return buffer_size_; }
   uint64_t free_count() const;

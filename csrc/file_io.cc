@@ -109,9 +109,13 @@ void preallocate(const Fd& fd, uint64_t size, const std::string& path) {
 }
 
 void make_durable(const Fd& fd, const std::string& path) {
-  // Linux syncs a file through a read-only descriptor: a reader needs no write permission.
-  if (int err = fd.fs().fdatasync(fd.get())) throw CoreError("fdatasync " + path + ": " + errno_text(err));
-  fsync_parent_dir(fd.fs(), path);
+  // Linux syncs a file through a read-only descriptor: a reader needs no write permission. EINVAL: a
+  // file system without fsync (squashfs, procfs: a read-only image) holds nothing unsynced.
+  int err = fd.fs().fdatasync(fd.get());
+  if (err != 0 && err != EINVAL) throw CoreError("fdatasync " + path + ": " + errno_text(err));
+  std::string dir = parent_dir(path);
+  err = fd.fs().fsync_dir(dir);
+  if (err != 0 && err != EINVAL) throw CoreError("fsync directory " + dir + " of " + path + ": " + errno_text(err));
 }
 
 void make_durable(FileSystem& fs, const std::string& path) { make_durable(open_file(fs, path, O_RDONLY), path); }

@@ -265,21 +265,13 @@ class Checkpointer:
     def _scan(self) -> Optional[dict[str, Any]]:
         if not self.path.exists():
             return None
-        try:
-            _make_durable(self.path)  # the step it reports must survive a power cut
-            return _core.scan(str(self.path), False)
+        try:  # durable: the step it reports must survive a power cut (a crashed writer's page cache)
+            return _core.scan(str(self.path), False, durable=True)
         except _core.CoreError as exc:
             raise CheckpointError(f"{self.path} is not a usable pccheck file: {exc}") from None
 
     def load_latest(self) -> Optional[Loaded]:
         return load_checkpoint(self.path) if self.path.exists() else None
-
-
-def _make_durable(path: Path) -> None:
-    try:
-        fsutil.make_durable(path)
-    except OSError as exc:
-        raise CheckpointError(f"cannot make {path} durable before using it: {exc.strerror}") from None
 
 
 def _round_up(n: int, to: int) -> int:
@@ -323,12 +315,12 @@ def load_checkpoint(path: Union[str, Path], step: Optional[int] = None) -> Optio
         start = -raw.ctypes.data % 4096
         buf = raw[start : start + n]
         try:
-            _core.read_payload(str(path), record["seq"], buf)
+            # durable: a crashed writer may have left this commit in the page cache only
+            _core.read_payload(str(path), record["seq"], buf, durable=True)
             state = payload.decode(buf)
         except (_core.CoreError, CheckpointError) as exc:
             log.warning("skipping checkpoint at step %d (seq %d) in %s: %s", record["step"], record["seq"], path, exc)
             continue
-        _make_durable(path)  # a crashed writer may have left this commit in the page cache only
         return Loaded(record["step"], state, f"{path}#seq={record['seq']}")
     return None
 

@@ -2,9 +2,10 @@
 
     ckpt = pccheck.Checkpointer(pccheck.checkpoint_dir())
     stop = pccheck.StopRequest(ckpt, total_steps=steps)
+    interval = pccheck.AutoInterval(ckpt)  # or pccheck.Every(50)
     for step in range(start + 1, steps + 1):
         train_step()
-        if step % 50 == 0:
+        if interval.due(step):
             ckpt.save(step, state(step))
         if stop.check(step):              # a signal or the deadline; the same answer on every rank
             stop.exit(step, state(step))  # checkpoint (unless this step is saved), wait until durable, exit 75

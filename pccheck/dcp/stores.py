@@ -50,16 +50,12 @@ atexit.register(close_all)
 
 
 def sync_once(path: Path) -> None:
-    """fsync a file this process did not write before trusting what it reads of it: a crashed writer's
-    unsynced pages are visible here but may not survive a power cut (docs: crash model)."""
+    """Makes a file this process did not write durable (file and directory) before trusting what it reads of
+    it: a crashed writer's unsynced pages are visible here but may not survive a power cut (docs: crash model)."""
     key = str(path)
     if key in _synced or not path.exists():
         return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _core.make_durable(key)
     _synced.add(key)
 
 
