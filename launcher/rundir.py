@@ -5,6 +5,7 @@
       events.jsonl      lifecycle records written by the job wrapper: start, first_step, stop, requeue, final
       job.log           the job wrapper's log, appended across restarts and resubmissions
       status.json       the command's progress, from the loop helpers (PCCHECK_STATUS_FILE)
+      job.lock          held by the running job's wrapper (one job at a time)
       checkpoints/      the default PCCHECK_CHECKPOINT_DIR
       loss.csv          the demo trainer's loss file (default command only)
       submitit/         submitit's folder: <jobid>_0_log.out (the command's output, appended across requeues)

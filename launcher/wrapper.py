@@ -41,6 +41,8 @@ STATUS_POLL_S = 0.5
 #: seconds before a known end time at which a command that ignored the stop request is killed (the
 #: wrapper must decide and requeue before Slurm or submitit's local controller kills the job)
 HARD_LIMIT_LEAD_S = 3.0
+RUN_LOCK = "job.lock"  # in the run directory, held by rank 0's wrapper while it runs
+RUN_LOCK_WAIT_S = 75.0  # the core's lease goes stale 60 s after its holder stopped renewing it
 #: seconds before the time limit for Slurm's warning signal (`--signal=USR2@lead`), unless given
 DEFAULT_SIGNAL_LEAD_S = 90.0
 
@@ -352,6 +354,13 @@ def run_job(spec: JobSpec) -> dict:
             return {"status": "completed"}
         sys.exit(contract.EXIT_REQUEUE if policy.stopped(_observed(res, None, None)) else contract.EXIT_FAILURE)
 
+    with _hold_run_dir(rd):  # one job at a time per run directory
+        return _lead(spec, env, rd, signals, events, restart, end_time, end_source, fn_start)
+
+
+def _lead(spec: JobSpec, env: JobEnv, rd: RunDir, signals: _Signals, events: list[dict], restart: int,
+          end_time: Optional[float], end_source: str, fn_start: float) -> dict:
+    """Rank 0: the records, the command's start, the decision and the requeue."""
     starts = [e for e in events if e.get("event") == "start"]
     committed_before = committed_step(Path(spec.checkpoint_dir), rd.read_status())
     common = dict(submission=spec.submission, job_id=env.job_id, run=len(starts))
@@ -410,6 +419,24 @@ def run_job(spec: JobSpec) -> dict:
         _finish(rd, common, "stopped", contract.EXIT_REQUEUE, decision.reason, last_committed_step=committed_after)
     _requeue(spec, env, rd, common, kind, budget - used - 1, committed_after)
     raise AssertionError("unreachable")
+
+
+def _hold_run_dir(rd: RunDir) -> Any:
+    """The run directory's lock (the core's: flock, or a lease where the file system has none). A holder that
+    a requeue or Slurm's SIGKILL just ended can leave a lease until it goes stale: wait that long, then refuse
+    and say who holds it. A refused start writes no record, since the records belong to the holder's job."""
+    from pccheck import _core
+
+    deadline = time.monotonic() + RUN_LOCK_WAIT_S
+    while True:
+        try:
+            return _core.FileLock(str(rd.path / RUN_LOCK), f"run directory {rd.path}")
+        except _core.LockedError as exc:
+            if time.monotonic() >= deadline:
+                log.error("%s: not running a second job in it", exc)
+                raise _JobFinished(str(exc)) from None
+            log.warning("%s; waiting up to %.0f s", exc, deadline - time.monotonic())
+            time.sleep(5.0)
 
 
 def signals_of(spec: JobSpec) -> tuple[signal.Signals, ...]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -236,3 +238,25 @@ def _zip() -> bytes:
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("x", "1")
     return buf.getvalue()
+
+
+def test_a_second_job_on_the_same_run_directory_is_refused_and_names_the_first(tmp_path, local, monkeypatch):
+    """Two jobs on one run directory (e.g. two sbatch of the same name): the second waits for the run
+    directory's lock, then refuses with the holder's host, pid and start time, and writes no record."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pccheck import _core as c\n"
+                               f"lock = c.FileLock({str(run_dir / wrapper.RUN_LOCK)!r}, 'x')\n"
+                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(wrapper, "RUN_LOCK_WAIT_S", 0.5)
+        with pytest.raises(wrapper._JobFinished,
+                           match=rf"in use by another process \(host {socket.gethostname()}, pid {holder.pid}, started 20"):
+            run_job(spec(tmp_path, "--env-out", str(tmp_path / "ran.json")))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "ran.json").exists() and events(tmp_path) == []
+    run(spec(tmp_path, "--steps", "1"))  # free again once the holder is gone
+    assert events(tmp_path, "final")[-1]["outcome"] == "completed"
