@@ -65,21 +65,8 @@ report() {
 trap report EXIT
 
 # --- packages ---
-need_pkgs=()
-want() { local p; for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || need_pkgs+=("$p"); done; }
-apt_install() {  # apt_install pkg...: installs those not installed yet
-  need_pkgs=()
-  want "$@"
-  [[ ${#need_pkgs[@]} -eq 0 ]] && return 0
-  local sudo=()
-  if [[ $(id -u) -ne 0 ]]; then
-    command -v sudo >/dev/null || { echo "check-core: missing packages ${need_pkgs[*]}; run as root or install them" >&2; return 1; }
-    sudo=(sudo)
-  fi
-  echo "check-core: apt-get install ${need_pkgs[*]}"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-}
+# shellcheck source=scripts/apt-install.sh
+. "$root/scripts/apt-install.sh"
 packages() {
   local pkgs=(cmake make g++ binutils)
   case "$part" in
@@ -87,7 +74,7 @@ packages() {
     aarch64) pkgs+=(clang g++-aarch64-linux-gnu qemu-user-static) ;;
     all) pkgs+=(clang g++-aarch64-linux-gnu qemu-user-static) ;;
   esac
-  apt_install "${pkgs[@]}"
+  apt_install check-core "${pkgs[@]}"
 }
 
 clangxx() { if command -v clang++ >/dev/null; then echo clang++; else echo clang++-14; fi; }
@@ -107,7 +94,7 @@ pybind11_includes() {  # prints the -isystem flags for Python and pybind11
     if ! inc=$("$py" -m pybind11 --includes 2>/dev/null); then
       if ! python3 -m venv "$work/pyvenv" >/dev/null 2>&1; then
         rm -rf "$work/pyvenv"
-        apt_install python3-venv >&2
+        apt_install check-core python3-venv >&2
         python3 -m venv "$work/pyvenv" >&2
       fi
       "$py" -m pip install -q --disable-pip-version-check "pybind11>=2.12" >&2
@@ -117,7 +104,7 @@ pybind11_includes() {  # prints the -isystem flags for Python and pybind11
   local pyinc
   pyinc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   if [[ ! -f $pyinc/Python.h ]]; then
-    apt_install python3-dev >&2
+    apt_install check-core python3-dev >&2
     [[ -f $pyinc/Python.h ]] || { echo "check-core: no Python.h in $pyinc" >&2; return 1; }
   fi
   echo "${inc//-I/-isystem }"
