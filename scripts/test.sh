@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up the venv and runs the tests.
 #   scripts/test.sh            # fast suite (a few minutes)
-#   scripts/test.sh --all      # everything CI runs: fast + slow suites, C++ core tests, a real local Slurm
+#   scripts/test.sh --all      # everything CI runs: fast + slow suites, C++ core tests, a real local Slurm,
+#                              # then the mutation check (scripts/mutation-check.sh)
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +26,4 @@ eval "$(scripts/local-slurm.sh start "$state")"   # prints: export SLURM_CONF=..
 export PCCHECK_REQUIRE_SLURM=1                    # Slurm tests fail instead of skipping
 scripts/check-core.sh all
 pytest -m "" "$@"
+scripts/mutation-check.sh

@@ -55,6 +55,7 @@ p.add_argument("--exit-after-stop", type=int, default=75, help="exit code after 
 p.add_argument("--no-status", dest="status", action="store_false")
 p.add_argument("--handler-delay", type=float, default=0.0, help="seconds before the handlers are installed")
 p.add_argument("--signal-log", default=None)
+p.add_argument("--stop-seconds", type=float, default=0.0)
 p.add_argument("--env-out", default=None)
 p.add_argument("--child-in-own-session", action="store_true", help="start a sleeping grandchild with setsid")
 args, extra = p.parse_known_args()
@@ -82,6 +83,7 @@ while step < args.steps:
         commit(step)
         committed = step
     if received:
+        time.sleep(args.stop_seconds)  # a slow last checkpoint, the status still saying "running"
         if committed != step:
             commit(step)
             committed = step

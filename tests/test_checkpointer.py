@@ -40,8 +40,15 @@ def test_round_trip_and_keep(tmp_path):
     assert _equal(pccheck.load(tmp_path, step=4), _state(4))
     with pytest.raises(CheckpointError, match="no checkpoint at step 99"):
         pccheck.load(tmp_path, step=99)
-    valid = [r["step"] for r in records(_core.scan(str(tmp_path / "pccheck.ckpt"))) if r["valid"]]
-    assert {4, 5} <= set(valid) and len(valid) <= 4  # keep=2 newest always; 4 slots in all
+    scan = _core.scan(str(tmp_path / "pccheck.ckpt"), True)
+    valid = sorted(r["step"] for r in records(scan) if r["valid"])
+    # the keep=2 newest always, and what stays valid is a run of the newest (a slot goes to the oldest first);
+    # every one of them loads exactly as saved
+    assert valid == list(range(6 - len(valid), 6)) and 2 <= len(valid) <= scan["geometry"]["slot_count"], valid
+    for step in valid:
+        assert _equal(pccheck.load(tmp_path, step=step), _state(step)), step
+    for r in records(scan):
+        assert r["valid"] or r["step"] < valid[0]
 
 
 def test_save_returns_before_durable_and_state_may_change_after_before_update(tmp_path):

@@ -56,6 +56,35 @@ def test_plain_values_and_special_cases():
     assert back["__tensor__"] == state["__tensor__"]
 
 
+def test_keys_of_every_kind_round_trip_without_pickle(monkeypatch):
+    """Non-string keys (ints, tuples, None, floats, bools) are written as JSON, never pickled: the pickle
+    module is unusable during the round trip, and the header is plain JSON of the documented markers."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle used by the payload format")
+
+    import pickle
+
+    for name in ("dumps", "dump", "loads", "load", "Pickler", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    state = {"by_int": {0: torch.ones(2), 7: "x"}, "by_tuple": {(1, "a"): 1.5, (2, (3,)): None},
+             "odd": {None: 1, 2.5: 2, True: 3, "s": 4}}
+    enc = payload.encode(state)
+    back = payload.decode(_bytes(enc))
+    assert set(back["by_int"]) == {0, 7} and torch.equal(back["by_int"][0], torch.ones(2))
+    assert back["by_tuple"] == state["by_tuple"] and back["odd"] == state["odd"]
+    tree = json.loads(json.loads(bytes(enc.header)[8:])["__metadata__"]["pccheck.state"])
+
+    def markers(node) -> set:
+        if isinstance(node, list):
+            return set().union(*map(markers, node)) if node else set()
+        if not isinstance(node, dict):
+            return set()
+        found = {k for k in node if k.startswith("__") and len(node) == 1}
+        return found.union(*map(markers, node.values()))
+
+    assert markers(tree) <= set(payload._MARKERS), markers(tree)
+
+
 def test_unsupported_value_names_its_path():
     with pytest.raises(UserError, match="opt/fn"):
         payload.encode({"opt": {"fn": object()}})

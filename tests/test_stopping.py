@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pccheck import stopping
+from pccheck.checkpointer import load_checkpoint
 from pccheck.stopping import AnyStop, DeadlineStop, SignalStop, _parse_slurm_time, job_end_time
 from trainer_helpers import SMALL
 
@@ -109,8 +111,10 @@ def test_late_signal_does_not_kill_a_decided_exit(tmp_path: Path, sig: signal.Si
          "--checkpointer", "pccheck", "--checkpoint-dir", str(tmp_path / "ck")],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
+    decided = ""
     for line in proc.stderr:  # the trainer has decided once it says so
         if "stopped after step" in line:
+            decided = line
             break
     sent = 0
     while proc.poll() is None:  # signals all the way through its exit, finalization included
@@ -119,3 +123,7 @@ def test_late_signal_does_not_kill_a_decided_exit(tmp_path: Path, sig: signal.Si
         time.sleep(0.0002)
     rest = proc.stderr.read()
     assert proc.returncode == 75, f"exit {proc.returncode} after {sent} signals: {rest[-2000:]}"
+    # and what it decided holds: it stopped on its deadline, at a step whose checkpoint is durable and loads
+    found = re.search(r"stopped after step (\d+) \((deadline.*)\); checkpoint at step (\d+) is durable", decided)
+    assert found and found[1] == found[3] and 0 < int(found[1]) < 50, decided
+    assert load_checkpoint(tmp_path / "ck").step == int(found[1])

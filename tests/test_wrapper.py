@@ -104,7 +104,8 @@ def test_completed_with_the_contract_environment_and_args_unchanged(tmp_path):
 
 def test_stop_request_reaches_the_command_exactly_once_and_the_job_restarts(tmp_path, local):
     log = tmp_path / "signals.log"
-    s = spec(tmp_path, "--steps", "100000", "--signal-log", str(log))
+    # the command takes 1 s to stop without saying so in its status: the wrapper's polls meanwhile send nothing
+    s = spec(tmp_path, "--steps", "100000", "--signal-log", str(log), "--stop-seconds", "1")
 
     def flood() -> None:  # the warning signal twice and a SIGTERM: one stop request
         for sig in (signal.SIGUSR2, signal.SIGUSR2, signal.SIGTERM):

@@ -1,11 +1,15 @@
 // Corruption is detected and the load falls back; hostile files never crash.
 #include <fcntl.h>
 
+#include <cstdint>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "check.h"
 #include "errors.h"
 #include "file_io.h"
+#include "format.h"
 #include "recovery.h"
 #include "util.h"
 
@@ -124,4 +128,48 @@ TEST(hostile_files_never_crash) {
     probe();
   }
   CHECK_THROWS(FormatError, scan_file(d.file("missing"), false));
+}
+
+// A crafted superblock has a valid checksum: every field is bounded before any arithmetic uses it, so a
+// hostile geometry is refused with its reason instead of wrapping around into a plausible one.
+TEST(superblock_fields_out_of_bounds_are_refused) {
+  const Superblock good = make_geometry(1 << 20, 4, 1 << 16, 2, 2, 1);
+  auto decode = [](const Superblock& sb, uint64_t file_size) {
+    std::vector<uint8_t> block(kBlock, 0);
+    encode_superblock(sb, block.data());
+    Superblock out;
+    return decode_superblock(block.data(), file_size, &out);
+  };
+  auto with_layout = [](Superblock sb) {  // offsets and size recomputed (and wrapped) as a forger would
+    sb.slots_offset = sb.ring_offset + sb.ring_entries * kBlock;
+    sb.file_size = sb.slots_offset + sb.slot_count * sb.slot_stride();
+    return sb;
+  };
+  CHECK_EQ(decode(good, good.file_size), std::string(""));
+  Superblock sb = good;
+  sb.slot_count = 0;
+  CHECK_EQ(decode(with_layout(sb), good.file_size), std::string("bad slot_count"));
+  sb = good;
+  sb.slot_count = kMaxSlots + 1;
+  sb.ring_entries = 2 * sb.slot_count;
+  CHECK_EQ(decode(with_layout(sb), UINT64_MAX), std::string("bad slot_count"));
+  sb = good;
+  sb.ring_entries = sb.slot_count;  // fewer ring entries than slots: a record could be overwritten in use
+  CHECK_EQ(decode(with_layout(sb), good.file_size), std::string("bad ring_entries"));
+  sb = good;
+  sb.ring_entries = (1ull << 52) + 16;  // ring_entries * kBlock wraps to 16 blocks
+  CHECK_EQ(decode(with_layout(sb), good.file_size), std::string("bad ring_entries"));
+  sb = good;
+  sb.ring_offset = 0;
+  CHECK_EQ(decode(with_layout(sb), good.file_size), std::string("bad ring_offset"));
+  sb = good;
+  sb.table_bytes = 1ull << 62;
+  CHECK_EQ(decode(with_layout(sb), UINT64_MAX), std::string("bad table_bytes"));
+  sb = good;
+  sb.slot_size = kBlock + 1;
+  CHECK_EQ(decode(with_layout(sb), UINT64_MAX), std::string("bad slot_size"));
+  sb = good;
+  sb.slot_size = 1ull << 62;  // four slots of 2^62 bytes wrap around the file size
+  CHECK_EQ(decode(with_layout(sb), UINT64_MAX), std::string("inconsistent geometry"));
+  CHECK(decode(good, good.file_size - 1).rfind("file is truncated", 0) == 0);
 }

@@ -5,25 +5,25 @@ from __future__ import annotations
 
 import pytest
 from multirank_helpers import start, stderr, wait_all
-from slurm_helpers import TINY, events, job_field, submit
+from slurm_helpers import TINY, events, job_field, steps_lasting, submit
 
 from pccheck.dcp.sets import newest, scan_directory
 
 pytestmark = pytest.mark.slurm
 
-# 2 ranks of the tiny model, 40-80 steps/s on 2 cores: 25-50 s of training. The deadline (margin 45 s) ends
-# each 1-minute start ~15 s after it began, so there are several starts however fast the machine is.
-STEPS = 2000
+# 2 ranks of the tiny model, 40 s of steps as measured for one process alone (2 ranks on 2 cores are slower).
+# The deadline (margin 45 s) ends each 1-minute start ~15 s after it began: several starts on any machine.
 
 
 def test_two_task_job_survives_walltime_requeue_byte_identical(slurm_cluster, tmp_path):
-    flags = [*TINY, "--training-steps", str(STEPS), "--checkpoint-freq", "100"]
+    steps = steps_lasting(40, TINY, tmp_path / "probe")
+    flags = [*TINY, "--training-steps", str(steps), "--checkpoint-freq", "100"]
     ref_dir = tmp_path / "ref"
     ref_dir.mkdir()
     ref = start([*flags, "--checkpointer", "none", "--loss-file", str(ref_dir / "loss.csv")], 2, ref_dir)
     proc = submit(
         ["--executor", "slurm", "--name", "mr", "--wait", "--time", "1", "--signal-lead", "15", "--deadline-margin", "45",
-         "--nodes", "1", "--ntasks-per-node", "2", "--steps", str(STEPS), "--freq", "100", "--checkpointer", "pccheck",
+         "--nodes", "1", "--ntasks-per-node", "2", "--steps", str(steps), "--freq", "100", "--checkpointer", "pccheck",
          *TINY],
         cwd=tmp_path, timeout=1200,
     )

@@ -8,12 +8,9 @@ import stat
 import subprocess
 
 import pytest
-from slurm_helpers import CHECKPOINTER, TINY, Reference, events, following, succeeded, wait_for
+from slurm_helpers import CHECKPOINTER, TINY, Reference, events, following, steps_lasting, succeeded, wait_for
 
 pytestmark = pytest.mark.slurm
-
-STEPS = 1500
-
 
 def test_refused_requeue_falls_back_to_dependent_job(slurm_cluster, tmp_path):
     real = shutil.which("scontrol")
@@ -26,7 +23,8 @@ def test_refused_requeue_falls_back_to_dependent_job(slurm_cluster, tmp_path):
         f'exec {real} "$@"\n'
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    flags = [*TINY, "--training-steps", str(STEPS), "--checkpoint-freq", "10"]
+    # 30 s of steps measured alone: the USR2 reaches the job long before training could end
+    flags = [*TINY, "--training-steps", str(steps_lasting(30, TINY, tmp_path / "probe")), "--checkpoint-freq", "10"]
     ref = Reference(flags, tmp_path / "ref")
     env = {"PATH": f"{fake_dir}:{os.environ['PATH']}"}  # sbatch exports it into the job
     run = tmp_path / "runs" / "fallback"
