@@ -218,6 +218,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rd.append_event("submit", submission=spec.submission, job_id=str(job.job_id), executor=executor)
     print(f"submitted {executor} job {job.job_id}; run dir {rd.path}", file=sys.stderr)
     if not args.wait and executor != "local":
+        print(f"not followed here (--wait follows it): squeue -j {job.job_id}; progress in {rd.status_file}, "
+              f"log in {rd.log_file}", file=sys.stderr)
         return EXIT_OK
     # A local job is a child of this command: it is always followed, so the command ends with the training.
     return follow(rd, spec.submission, executor, str(job.job_id), job)

@@ -106,3 +106,14 @@ def test_crash_at_start_not_found_and_odd_args(slurm_cluster, tmp_path):
     assert seen["argv"][-len(odd):] == odd
     assert seen["env"]["PCCHECK_CHECKPOINT_DIR"] == str(tmp_path / "runs" / "args" / "checkpoints")
     assert float(seen["env"]["PCCHECK_END_TIME"]) > time.time()
+
+
+def test_without_wait_returns_once_submitted_and_says_where_to_watch(slurm_cluster, tmp_path):
+    proc = submit(["--executor", "slurm", "--name", "bg", "--time", "5", "--",
+                   sys.executable, FAKE, "--steps", "20"], cwd=tmp_path, timeout=60)
+    run = tmp_path / "runs" / "bg"
+    job_id = events(run)[0]["job_id"]
+    assert proc.returncode == 0 and f"squeue -j {job_id}" in proc.stderr and str(run / "status.json") in proc.stderr
+    assert not [e for e in events(run) if e["event"] == "final"]  # it did not wait for the job
+    final = wait_for(lambda: [e for e in events(run) if e["event"] == "final"], 180, "the job to end on its own")
+    assert final[0]["outcome"] == "completed"
