@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _core, fsutil, payload
 from .checkpointing import Loaded
+from .corefile import READS_UNDER_A_WRITER, newest_seq
 from .errors import CheckpointError
 from .hostcopy import HostCopier
 from .staging import StagedCopier
@@ -291,21 +292,38 @@ def load_checkpoint(path: Union[str, Path], step: Optional[int] = None) -> Optio
     """The newest checkpoint in `path` (a pccheck file or its directory) whose record and payload verify.
 
     With `step`, that checkpoint only. Every checkpoint skipped is logged with its reason; None when no
-    checkpoint verifies.
+    checkpoint verifies. Safe beside a live writer of the file (see READS_UNDER_A_WRITER).
     """
     path = Path(path)
     if path.is_dir():
         path = path / FILE_NAME
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist or is not a file")
+    for _ in range(READS_UNDER_A_WRITER):
+        scan = _scan_file(path)
+        loaded, skipped = _read_newest(path, scan, step)
+        if not skipped or newest_seq(_scan_file(path)) == newest_seq(scan):
+            break
+    for reason in skipped:
+        log.warning("%s", reason)
+    return loaded
+
+
+def _scan_file(path: Path) -> dict[str, Any]:
     try:
-        scan = _core.scan(str(path), False)
+        return _core.scan(str(path), False)
     except _core.CoreError as exc:
         raise CheckpointError(f"{path} is not a usable pccheck file: {exc}") from None
+
+
+def _read_newest(path: Path, scan: dict[str, Any], step: Optional[int]) -> tuple[Optional[Loaded], list[str]]:
+    """The first candidate of `scan` (newest first) that verifies, and why each one before it was skipped."""
+    skipped = []
     candidates = sorted((r for r in records(scan) if step is None or r["step"] == step), key=lambda r: -r["seq"])
     for record in candidates:
+        where = f"checkpoint at step {record['step']} (seq {record['seq']}) in {path}"
         if not record["valid"]:
-            log.warning("skipping checkpoint at step %d (seq %d) in %s: %s", record["step"], record["seq"], path, record["reason"])
+            skipped.append(f"skipping {where}: {record['reason']}")
             continue
         # Uninitialized (read_payload fills every byte): bytearray(n) would zero-fill it first, which
         # measured 0.5 s per GiB here, as long as the read itself (docs/performance.md).
@@ -319,10 +337,10 @@ def load_checkpoint(path: Union[str, Path], step: Optional[int] = None) -> Optio
             _core.read_payload(str(path), record["seq"], buf, durable=True)
             state = payload.decode(buf)
         except (_core.CoreError, CheckpointError) as exc:
-            log.warning("skipping checkpoint at step %d (seq %d) in %s: %s", record["step"], record["seq"], path, exc)
+            skipped.append(f"skipping {where}: {exc}")
             continue
-        return Loaded(record["step"], state, f"{path}#seq={record['seq']}")
-    return None
+        return Loaded(record["step"], state, f"{path}#seq={record['seq']}"), skipped
+    return None, skipped
 
 
 def load(path: Union[str, Path], step: Optional[int] = None) -> dict[str, Any]:

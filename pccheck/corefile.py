@@ -22,6 +22,10 @@ RECORD_MAGIC = b"PCCKREC1"
 TABLE_MAGIC = b"PCCKTAB1"
 TABLE_HEADER = 48  # table bytes before the chunk CRCs
 _RECORD_TABLE_CRC = 64  # offset of the table CRC in a commit record
+#: Readers take no lock: a writer that keeps committing may reuse the slot of the checkpoint being read,
+#: which then fails its checks like a damaged one. A read that had to skip a checkpoint is done again while
+#: the file's newest commit moved on during it, at most this often (the loader and pccheck-inspect).
+READS_UNDER_A_WRITER = 20
 
 
 class DamagedPayload(CheckpointError):
@@ -122,3 +126,8 @@ class PayloadReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def newest_seq(scan: dict[str, Any]) -> Optional[int]:
+    """The highest seq in the ring of a `_core.scan` result, valid or not: it moves when a writer commits."""
+    return max((e["seq"] for e in scan["entries"] if e.get("seq") is not None), default=None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -150,3 +152,35 @@ def test_existing_file_too_small_for_the_state_is_adopted_and_grown(tmp_path):
         assert torch.equal(pccheck.load(tmp_path)["w"], torch.zeros(10))
         assert ck.save(2, {"w": torch.ones(2_000_000)}).wait()
     assert torch.equal(pccheck.load(tmp_path)["w"], torch.ones(2_000_000))
+
+
+def test_load_beside_a_live_writer_finds_the_newest_commit(tmp_path):
+    """Readers take no lock. With keep=1 and saves back to back the writer reuses slots all the time, so the
+    checkpoint a load picked may be overwritten while it is read: the load reads again instead of returning
+    an older step or nothing. Every load returns a checkpoint, whole, and never an older one than before."""
+    stop, committed = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with Checkpointer(tmp_path, max_async=2, keep=1, threads=1, chunk_size=16 << 10) as ck:
+            assert ck.save(1, {"step": 1, "w": torch.full((20000,), 1.0)}).wait()
+            committed.set()
+            step = 1
+            while not stop.is_set():
+                step += 1
+                ck.save(step, {"step": step, "w": torch.full((20000,), float(step))})
+
+    th = threading.Thread(target=writer)
+    th.start()
+    try:
+        assert committed.wait(60)
+        steps = []
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            loaded = load_checkpoint(tmp_path)
+            assert loaded is not None
+            assert loaded.state["step"] == loaded.step and torch.equal(loaded.state["w"], torch.full((20000,), float(loaded.step)))
+            steps.append(loaded.step)
+        assert len(steps) > 10 and steps == sorted(steps) and steps[-1] > steps[0], steps[:5] + steps[-5:]
+    finally:
+        stop.set()
+        th.join()

@@ -395,11 +395,6 @@ def _why(chosen: Optional[dict[str, Any]], skipped: list[dict[str, Any]], opts: 
     return why
 
 
-#: a writer that keeps committing while we read can reuse the slot of the checkpoint being read; a report
-#: that is not OK is only trusted when no commit happened during the read (else read again, this often)
-READS_UNDER_A_WRITER = 20
-
-
 def inspect(opts: Options) -> dict[str, Any]:
     """The whole report for opts.path; InspectError (with its exit status) when there is nothing to report.
 
@@ -412,6 +407,8 @@ def inspect(opts: Options) -> dict[str, Any]:
 
         if inspect_sets.is_multi_set(opts.path, paths):
             return inspect_sets.document(opts, paths)
+    from pccheck.corefile import READS_UNDER_A_WRITER
+
     for _ in range(READS_UNDER_A_WRITER):
         before = _newest_seqs(kind, paths, opts)
         doc = _inspect_once(opts, kind, paths)
@@ -424,8 +421,9 @@ def _newest_seqs(kind: str, paths: list[str], opts: Options) -> list[Optional[in
     """Each pccheck file's newest committed seq (a header read): it changes when a writer commits."""
     if kind != "pccheck":
         return []
-    return [max((r["seq"] for r in _records(_scan(p, False, opts.run, 0)) if r.get("seq") is not None), default=None)
-            for p in paths]
+    from pccheck.corefile import newest_seq
+
+    return [newest_seq(_scan(p, False, opts.run, 0)) for p in paths]
 
 
 def _inspect_once(opts: Options, kind: str, paths: list[str]) -> dict[str, Any]:
